@@ -1,0 +1,1 @@
+"""Thin runnable services over the metarec library."""

@@ -1,0 +1,194 @@
+"""The faust app: topics, the changelog-backed user table, the agent, timers and web views.
+
+The agent body does three things per message: :func:`metarec.pipeline.apply` (decode and
+step the user's state), write the state to the table, and mark the user pending. Batched
+adaptation and scoring run in :meth:`Adapter.flush`, from a short timer (``linger_ms``) or
+when ``batch_max_users`` users are pending — not through ``stream.take()``, whose batching
+breaks table writes (faust issue #497).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from metarec import state as st
+from metarec.events import Invalid
+from metarec.kafka_io import dead_letter
+from metarec.pipeline import Applied, Pending, apply
+from metarec.quality import Rolling
+from metarec.recommend import Recommendation, Timings
+from metarec.settings import WorkerSettings
+from services.adapter.bootstrap import Services, bootstrap
+
+log = logging.getLogger("metarec.adapter")
+
+RecSink = Callable[[Recommendation], Awaitable[None]]
+DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
+
+TABLE = "users"
+
+
+class Adapter:
+    """One worker: the faust app plus the pending users and the live-quality windows."""
+
+    def __init__(self, settings: WorkerSettings, services: Services | None = None) -> None:
+        self.settings = s = settings
+        self.services = services or bootstrap(settings)
+        self.metrics = self.services.metrics
+        self.recommender = self.services.recommender
+        self.pending = Pending()
+        self.latest: OrderedDict[str, Recommendation] = OrderedDict()  # last recommendation per user (a cache)
+        self.offsets: dict[int, int] = {}  # last processed offset per events partition
+        self.quality = {"init": Rolling(s.quality_window), "adapted": Rolling(s.quality_window)}
+        self.app = faust.App(
+            s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
+            broker_credentials=_credentials(s), store=s.store, datadir=str(s.data_dir),
+            web_port=s.web_port, web_bind=s.web_host, web_enabled=True,
+            topic_partitions=s.partitions, topic_replication_factor=s.replication_factor,
+            consumer_auto_offset_reset="earliest", consumer_group_instance_id=s.group_instance_id,
+            table_standby_replicas=0, logging_config=None,
+        )
+        self.events = self.app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
+                                     partitions=s.partitions)
+        self.recs_topic = self.app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="raw",
+                                         partitions=s.partitions)
+        self.dlq_topic = self.app.topic(s.topic_dead_letter, key_serializer="raw", value_serializer="raw")
+        self.table = self.app.Table(TABLE, default=None, partitions=s.partitions, key_type=bytes,
+                                    value_type=bytes,
+                                    schema=faust.Schema(key_serializer="raw", value_serializer="raw"))
+        self.send_rec: RecSink = self._send_rec
+        self.send_dead: DeadSink = self._send_dead
+        self.agent = self.app.agent(self.events, name="adapt")(self._consume)
+        self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self.flush)
+        self.app.timer(interval=5.0)(self.update_gauges)
+        self._routes()
+
+    async def _consume(self, stream: Any) -> None:
+        async for event in stream.events():
+            msg = event.message
+            await self.on_message(event.key, event.value, msg.topic, msg.partition, msg.offset, msg.timestamp)
+
+    async def on_message(self, key: bytes | None, raw: bytes | None, topic: str, partition: int, offset: int,
+                         kafka_ts: float) -> None:
+        """Decode → step → mark pending (or dead-letter). Must run inside the agent's stream."""
+        s, m = self.settings, self.metrics
+        self.offsets[partition] = offset
+        prior_raw = self.table.get(key) if key is not None else None
+        out = apply(raw, key, st.loads(prior_raw) if prior_raw else None, s.buffer_size, s.consumed_size,
+                    s.max_event_bytes)
+        if isinstance(out, Invalid):
+            m.events_invalid.labels(out.reason).inc()
+            await self.send_dead(key, dead_letter(out, topic, partition, offset, key))
+            m.dead_lettered.inc()
+            return
+        assert isinstance(out, Applied)
+        m.events_consumed.labels(out.event.kind).inc()
+        if not out.new:
+            return  # a redelivered event: already applied
+        self.table[key] = st.dumps(out.state)
+        self.pending.touch(out.state, out.new, kafka_ts or time.time())
+        if len(self.pending) >= s.batch_max_users:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Adapt, score and publish for every pending user, ``batch_max_users`` at a time."""
+        m = self.metrics
+        while len(self.pending):
+            batch = self.pending.take(self.settings.batch_max_users)
+            states = [t.state for t in batch]
+            live = self.recommender.live_predictions(states, [t.new for t in batch])
+            for name, preds in (("init", live.init), ("adapted", live.adapted)):
+                for y, p in zip(live.y, preds):
+                    self.quality[name].add(y, p)
+                m.live_predictions.labels(name).inc(len(preds))
+            timings = Timings()
+            recs = self.recommender.recommend(states, timings=timings)
+            m.adapt_seconds.observe(timings.adapt_s)
+            m.adapt_batch_users.observe(len(states))
+            m.score_seconds.observe(timings.score_s)
+            for t, rec in zip(batch, recs):
+                self._remember(rec)
+                await self.send_rec(rec)
+                m.recommendations_emitted.inc()
+                m.event_to_recommendation_seconds.observe(max(0.0, time.time() - t.first_seen))
+
+    def _remember(self, rec: Recommendation) -> None:
+        self.latest[rec.user_id] = rec
+        self.latest.move_to_end(rec.user_id)
+        while len(self.latest) > self.settings.latest_cache:
+            self.latest.popitem(last=False)
+
+    async def update_gauges(self) -> None:
+        m = self.metrics
+        for name, window in self.quality.items():
+            if len(window) >= 10:
+                m.live_auc.labels(name).set(window.auc())
+                m.live_logloss.labels(name).set(window.logloss())
+        m.active_users.set(len(self.table))
+        consumer = self.app.consumer
+        for tp in consumer.assignment():
+            if tp.topic != self.settings.topic_events:
+                continue
+            try:
+                hw = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - highwater is unknown until the first fetch
+                continue
+            done = self.offsets.get(tp.partition)
+            pos = done + 1 if done is not None else (consumer._committed_offset.get(tp) or 0)
+            m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, (hw or 0) - pos))
+
+    async def _send_rec(self, rec: Recommendation) -> None:
+        await self.recs_topic.send(key=rec.user_id.encode(), value=_json(rec))
+
+    async def _send_dead(self, key: bytes | None, value: bytes) -> None:
+        await self.dlq_topic.send(key=key, value=value)
+
+    def _routes(self) -> None:
+        app, adapter = self.app, self
+
+        @app.page("/metrics")
+        async def metrics(web: Any, request: Request) -> Response:
+            # aiohttp takes the charset separately from the content type
+            ctype = CONTENT_TYPE_LATEST.split("; charset")[0]
+            return web.bytes(generate_latest(adapter.metrics.registry), content_type=ctype)
+
+        @app.page("/users/{user_id}/recommendations")
+        class UserRecs(View):
+            @app.table_route(table=adapter.table, match_info="user_id")
+            async def get(self, request: Request, user_id: str) -> Response:
+                rec = adapter.latest.get(user_id)
+                if rec is None:
+                    raw = adapter.table.get(user_id.encode())
+                    if raw is None:
+                        return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
+                    rec = adapter.recommender.recommend([st.loads(raw)])[0]
+                    adapter._remember(rec)
+                return self.bytes(_json(rec), content_type="application/json")
+
+
+def _json(rec: Recommendation) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(rec)
+
+
+def _credentials(s: WorkerSettings) -> Any:
+    if not s.kafka_sasl_username:
+        return None
+    pw = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else ""
+    use_ssl = s.kafka_security_protocol == "SASL_SSL"
+    return faust.SASLCredentials(username=s.kafka_sasl_username, password=pw, mechanism=s.kafka_sasl_mechanism,
+                                 ssl_context=ssl.create_default_context() if use_ssl else None)
+
+
+def create_app(settings: WorkerSettings | None = None, services: Services | None = None) -> Adapter:
+    return Adapter(settings or WorkerSettings(), services)

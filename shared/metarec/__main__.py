@@ -1,0 +1,3 @@
+from metarec.cli import main
+
+main()

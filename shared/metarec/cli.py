@@ -1,0 +1,194 @@
+"""The ``metarec`` command (also ``python -m metarec``).
+
+Every failure a user can cause (a missing file, a bad argument, no broker) is reported as one
+readable line on stderr with exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Streaming, real-time personalization with a meta-learned initialization.")
+err = Console(stderr=True)
+out = Console()
+
+
+class UserError(Exception):
+    """A problem the user can fix; shown as one line."""
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=False)
+
+
+@app.command()
+def simulate(
+    out_path: Annotated[Path, typer.Option("--out", help="Event log to write (.jsonl or .jsonl.gz).")] = Path(
+        "data/sim.jsonl"),
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 600,
+    items: Annotated[int, typer.Option(min=2, help="Catalog size.")] = 500,
+    mean_events: Annotated[float, typer.Option(min=1.0, help="Mean events per user.")] = 60.0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a synthetic event log from the seeded simulator."""
+    from metarec.data import write_jsonl
+    from metarec.data.simulate import SimConfig, simulate as run
+
+    events = run(SimConfig(users=users, items=items, mean_events=mean_events, seed=seed))
+    n = write_jsonl(events, out_path)
+    out.print(f"wrote {n} events for {users} users and {items} items to {out_path}")
+
+
+@app.command()
+def train(
+    events: Annotated[Path, typer.Option(help="Event log (.jsonl) or MovieLens folder/ratings file.")] = Path(
+        "data/sim.jsonl"),
+    fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | ml-100k | ml-1m | ml-csv")] = "auto",
+    out_dir: Annotated[Path, typer.Option("--out", help="Models folder; writes OUT/<version> and OUT/latest.")] = Path(
+        "models"),
+    mode: Annotated[str, typer.Option(help="binary (BCE on 0/1 labels) or rating (MSE).")] = "binary",
+    algorithm: Annotated[str, typer.Option(help="maml | fomaml")] = "maml",
+    steps: Annotated[int, typer.Option(min=1, help="Outer steps at most.")] = 2000,
+    budget_seconds: Annotated[float, typer.Option(min=1.0, help="Stop meta-training after this long.")] = 150.0,
+    inner_steps: Annotated[int, typer.Option(min=0, help="Adaptation steps per user.")] = 5,
+    inner_lr: Annotated[float, typer.Option(min=0.0, help="Adaptation learning rate.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Meta-train the initialization on an event log and write a versioned model directory."""
+    import torch
+
+    from metarec.data import load_events
+    from metarec.meta import TrainConfig
+    from metarec.train import train as run
+
+    if mode not in ("binary", "rating"):
+        raise UserError(f"--mode must be binary or rating, got {mode!r}")
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
+    evs = load_events(events, fmt)
+    tcfg = TrainConfig(algorithm=algorithm, steps=steps, time_budget_s=budget_seconds, seed=seed)
+    kw = {"mode": mode, "inner_steps": inner_steps, "inner_lr": inner_lr}
+    with _progress() as prog:
+        task = prog.add_task("meta-training", total=steps)
+        d = run(evs, out_dir, kw, tcfg, source=str(events),
+                on_step=lambda i, loss: prog.update(task, completed=i + 1,
+                                                    description=f"meta-training  loss {loss:.4f}"))
+    manifest = json.loads((d / "manifest.json").read_text())
+    v = manifest.get("validation", {})
+    line = ", ".join(f"{k} {v[k]:.4f}" for k in ("init_loss", "adapted_loss", "init_auc", "adapted_auc") if k in v)
+    out.print(f"model {manifest['version']} written to {d}" + (f" (held-out users: {line})" if line else ""))
+
+
+@app.command()
+def worker(
+    model_dir: Annotated[Path | None, typer.Option(help="Model directory (default METAREC_MODEL_DIR).")] = None,
+    web_port: Annotated[int | None, typer.Option(help="Port of /metrics and /users/{id}/recommendations.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the adapter worker (faust): consume events, adapt per user, publish top-K."""
+    from faust.worker import Worker
+
+    from metarec.kafka_io import ensure_topics
+    from metarec.settings import WorkerSettings
+    from services.adapter import create_app
+
+    over = {k: v for k, v in {"model_dir": model_dir, "web_port": web_port}.items() if v is not None}
+    settings = WorkerSettings(**over)
+    ensure_topics(settings)
+    adapter = create_app(settings)
+    sys.argv = [sys.argv[0]]  # faust's worker reads argv; ours are already parsed
+    Worker(adapter.app, loglevel=loglevel).execute_from_commandline()
+
+
+@app.command()
+def replay(
+    events: Annotated[Path, typer.Option(help="Event log (.jsonl) or MovieLens folder/ratings file.")] = Path(
+        "data/sim.jsonl"),
+    fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | ml-100k | ml-1m | ml-csv")] = "auto",
+    rate: Annotated[float, typer.Option(min=0.0, help="Events per second (0: as fast as possible).")] = 500.0,
+    limit: Annotated[int, typer.Option(min=0, help="Send at most this many events (0: all).")] = 0,
+    now: Annotated[bool, typer.Option(help="Stamp events with the send time instead of their own.")] = False,
+) -> None:
+    """Stream an event log into the events topic in time order, at --rate events/s."""
+    from metarec.data import load_events
+    from metarec.kafka_io import ensure_topics, replay as run
+    from metarec.settings import KafkaSettings
+
+    settings = KafkaSettings()
+    evs = load_events(events, fmt)
+    if limit:
+        evs = evs[:limit]
+    ensure_topics(settings)
+    with _progress() as prog:
+        task = prog.add_task(f"replaying to {settings.topic_events}", total=len(evs))
+        n = run(evs, settings, rate, on_sent=lambda k: prog.update(task, completed=k), rewrite_ts=now)
+    out.print(f"sent {n} events to {settings.topic_events} at {settings.kafka_bootstrap}")
+
+
+@app.command()
+def tail(
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest recommendation.")] = False,
+    timeout: Annotated[float, typer.Option(min=0.0, help="Stop after this many idle seconds (0: never).")] = 0.0,
+    limit: Annotated[int, typer.Option(min=0, help="Stop after this many messages (0: never).")] = 0,
+    raw: Annotated[bool, typer.Option(help="Print each message as one JSON line.")] = False,
+) -> None:
+    """Print live recommendations as they arrive."""
+    from metarec.kafka_io import read_recommendations
+    from metarec.settings import KafkaSettings
+
+    n = 0
+    for rec in read_recommendations(KafkaSettings(), from_beginning, timeout or None):
+        n += 1
+        if raw:
+            print(json.dumps(rec), flush=True)
+        else:
+            at = time.strftime("%H:%M:%S", time.localtime(rec["emitted_at"]))
+            out.print(f"[dim]{at}[/] [bold]{rec['user_id']}[/] after {rec['events_seen']} events → "
+                      f"{', '.join(rec['items'][:10])}", highlight=False)
+        if limit and n >= limit:
+            break
+
+
+@app.command()
+def topics(partitions: Annotated[int | None, typer.Option(min=1, help="Partitions (default METAREC_PARTITIONS).")]
+           = None) -> None:
+    """Create the events, recommendations and dead-letter topics if they are missing."""
+    from metarec.kafka_io import ensure_topics
+    from metarec.settings import KafkaSettings
+
+    created = ensure_topics(KafkaSettings(), partitions)
+    out.print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+def main() -> None:
+    from pydantic import ValidationError
+
+    from metarec.artifact import ArtifactError
+    from metarec.data.eventlog import DataError
+    from metarec.kafka_io import BrokerError
+
+    try:
+        app()
+    except ValidationError as exc:  # a METAREC_* setting (checked before ValueError, its base)
+        first = exc.errors()[0]
+        name = "METAREC_" + "_".join(str(p) for p in first["loc"]).upper()
+        err.print(f"[red]error:[/] setting {name}: {first['msg']}", highlight=False)
+        raise SystemExit(2) from None
+    except (UserError, DataError, ArtifactError, BrokerError, FileNotFoundError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Events → model indices and padded tensors.
+
+:class:`EventTable` holds a whole event log as flat arrays grouped by user (for
+meta-training and evaluation); :func:`support_from_buffers` turns the worker's per-user
+buffers into a padded :class:`~metarec.adapt.Support` batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metarec.adapt import Support
+from metarec.events import Event, label
+from metarec.model import ModelConfig, Vocab, hash_context
+from metarec.state import Buffered
+
+
+def target(kind: str, value: float, cfg: ModelConfig) -> float | None:
+    """Training target of one event under ``cfg.mode`` (``None``: not a training row)."""
+    return label(kind, value, cfg.mode, cfg.rating_threshold)
+
+
+@dataclass(frozen=True)
+class EventTable:
+    """Labelled events grouped by user, time-ordered within each user.
+
+    Rows ``start[k]:start[k+1]`` belong to user ``users[k]`` (an external id); arrays are
+    ``item (N,)``, ``ctx (N, F)``, ``y (N,)``, ``ts (N,)``, ``user_idx (N,)`` (vocab index).
+    """
+
+    users: list[str]
+    start: np.ndarray
+    user_idx: np.ndarray
+    item: np.ndarray
+    ctx: np.ndarray
+    y: np.ndarray
+    ts: np.ndarray
+
+    @classmethod
+    def build(cls, events: Sequence[Event], vocab: Vocab, cfg: ModelConfig) -> EventTable:
+        by_user: dict[str, list[tuple[float, int, list[int], float]]] = {}
+        for e in events:
+            y = target(e.kind, e.value, cfg)
+            if y is None:
+                continue
+            row = (e.ts, vocab.item(e.item_id), hash_context(e.context, cfg.n_context_buckets, cfg.max_context), y)
+            by_user.setdefault(e.user_id, []).append(row)
+        users = sorted(by_user)
+        rows = [r for u in users for r in sorted(by_user[u], key=lambda r: r[0])]
+        sizes = [len(by_user[u]) for u in users]
+        return cls(
+            users=users,
+            start=np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            user_idx=np.repeat([vocab.user(u) for u in users], sizes).astype(np.int64),
+            item=np.array([r[1] for r in rows], dtype=np.int64),
+            ctx=np.array([r[2] for r in rows], dtype=np.int64).reshape(len(rows), cfg.max_context),
+            y=np.array([r[3] for r in rows], dtype=np.float32),
+            ts=np.array([r[0] for r in rows], dtype=np.float64),
+        )
+
+    def count(self, k: int) -> int:
+        return int(self.start[k + 1] - self.start[k])
+
+    def gather(self, k: int, lo: int, hi: int) -> np.ndarray:
+        """Row numbers of user ``k``'s events ``lo:hi`` (0-based within the user)."""
+        return np.arange(self.start[k] + lo, self.start[k] + min(hi, self.count(k)))
+
+
+def pad_support(table: EventTable, rows: Sequence[np.ndarray], user_idx: Sequence[int],
+                width: int | None = None) -> Support:
+    """A padded batch from row-number arrays, one per user (an empty array is allowed)."""
+    s = max(1, width or max((len(r) for r in rows), default=1))
+    b, f = len(rows), table.ctx.shape[1]
+    items = np.zeros((b, s), np.int64)
+    ctx = np.zeros((b, s, f), np.int64)
+    y = np.zeros((b, s), np.float32)
+    mask = np.zeros((b, s), np.float32)
+    for j, r in enumerate(rows):
+        n = len(r)
+        items[j, :n], ctx[j, :n], y[j, :n], mask[j, :n] = table.item[r], table.ctx[r], table.y[r], 1.0
+    return Support(torch.as_tensor(np.asarray(user_idx, np.int64)), torch.from_numpy(items),
+                   torch.from_numpy(ctx), torch.from_numpy(y), torch.from_numpy(mask))
+
+
+def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buffered]], vocab: Vocab,
+                         cfg: ModelConfig) -> Support:
+    """The worker's buffers as a padded batch; events without a target are masked out."""
+    b, f = len(user_ids), cfg.max_context
+    s = max(1, max((len(x) for x in buffers), default=1))
+    items = np.zeros((b, s), np.int64)
+    ctx = np.zeros((b, s, f), np.int64)
+    y = np.zeros((b, s), np.float32)
+    mask = np.zeros((b, s), np.float32)
+    for j, buf in enumerate(buffers):
+        for k, ev in enumerate(buf):
+            t = target(ev.kind, ev.value, cfg)
+            items[j, k] = vocab.item(ev.item_id)
+            ctx[j, k] = hash_context(ev.context, cfg.n_context_buckets, f)
+            if t is not None:
+                y[j, k], mask[j, k] = t, 1.0
+    users = np.array([vocab.user(u) for u in user_ids], np.int64)
+    return Support(torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(ctx),
+                   torch.from_numpy(y), torch.from_numpy(mask))
+
+
+def current_context(buffer: Sequence[Buffered], cfg: ModelConfig) -> list[int]:
+    """Context feature ids of the user's newest event (the context we recommend for)."""
+    ctx = buffer[-1].context if buffer else {}
+    return hash_context(ctx, cfg.n_context_buckets, cfg.max_context)

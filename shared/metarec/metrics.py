@@ -1,0 +1,99 @@
+"""Every Prometheus metric metarec exports, defined in one place.
+
+The registry is injected so tests use a fresh ``CollectorRegistry()``. Base units
+(seconds), ``_total`` counters, and no per-user labels: label values come from small,
+closed sets (event kind, invalid-event reason, partition, model = init | adapted).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Latency buckets from 0.5 ms to 10 s.
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Handles to the worker's metrics; build with :meth:`create`."""
+
+    registry: CollectorRegistry
+    events_consumed: Counter
+    events_invalid: Counter
+    dead_lettered: Counter
+    adapt_seconds: Histogram
+    adapt_batch_users: Histogram
+    score_seconds: Histogram
+    export_seconds: Histogram
+    event_to_recommendation_seconds: Histogram
+    recommendations_emitted: Counter
+    active_users: Gauge
+    consumer_lag: Gauge
+    model_info: Info
+    live_auc: Gauge
+    live_logloss: Gauge
+    live_predictions: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None, namespace: str = "metarec") -> Metrics:
+        r = registry if registry is not None else CollectorRegistry()
+        ns = namespace
+        return cls(
+            registry=r,
+            events_consumed=Counter(
+                "events_consumed", "Valid events consumed, by kind.", ["kind"], namespace=ns, registry=r
+            ),
+            events_invalid=Counter(
+                "events_invalid", "Invalid events, by reason.", ["reason"], namespace=ns, registry=r
+            ),
+            dead_lettered=Counter(
+                "events_dead_lettered", "Events sent to the dead-letter topic.", namespace=ns, registry=r
+            ),
+            adapt_seconds=Histogram(
+                "adapt_seconds", "Time to adapt one batch of users.", namespace=ns, registry=r,
+                buckets=_LATENCY,
+            ),
+            adapt_batch_users=Histogram(
+                "adapt_batch_users", "Users adapted together in one batch.", namespace=ns, registry=r,
+                buckets=_BATCH,
+            ),
+            score_seconds=Histogram(
+                "score_seconds", "Time to score the catalog for one batch of users (onnxruntime).",
+                namespace=ns, registry=r, buckets=_LATENCY,
+            ),
+            export_seconds=Histogram(
+                "export_seconds", "Time to export one user's adapted model to ONNX.",
+                namespace=ns, registry=r, buckets=_LATENCY,
+            ),
+            event_to_recommendation_seconds=Histogram(
+                "event_to_recommendation_seconds",
+                "From an event's Kafka timestamp to its user's recommendation being sent.",
+                namespace=ns, registry=r, buckets=_LATENCY,
+            ),
+            recommendations_emitted=Counter(
+                "recommendations_emitted", "Recommendation messages sent.", namespace=ns, registry=r
+            ),
+            active_users=Gauge(
+                "active_users", "Users with state on this worker.", namespace=ns, registry=r
+            ),
+            consumer_lag=Gauge(
+                "consumer_lag", "Messages behind the end of each assigned events partition.",
+                ["topic", "partition"], namespace=ns, registry=r,
+            ),
+            model_info=Info("model", "The meta-learned model being served.", namespace=ns, registry=r),
+            live_auc=Gauge(
+                "live_auc", "Rolling AUC of predictions made before learning from each labelled event.",
+                ["model"], namespace=ns, registry=r,
+            ),
+            live_logloss=Gauge(
+                "live_logloss", "Rolling logloss of predictions made before learning from each event.",
+                ["model"], namespace=ns, registry=r,
+            ),
+            live_predictions=Counter(
+                "live_predictions", "Labelled events predicted before learning from them.",
+                ["model"], namespace=ns, registry=r,
+            ),
+        )

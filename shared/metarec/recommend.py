@@ -1,0 +1,143 @@
+"""From user states to fresh top-K: adapt a batch of users, score the catalog, rank.
+
+:class:`Recommender` is the one object the worker calls. Given the states of the users that
+changed, it adapts them all in one vectorized call, scores the catalog through onnxruntime
+with their adapted weights, and returns one :class:`Recommendation` per user. Before it
+learns from a user's new labelled events it predicts them with the un-adapted initialization
+and with the user's previously adapted weights (a bounded cache), for live quality.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+import torch
+
+from metarec.adapt import Fast, adapt, predict_rows
+from metarec.artifact import Bundle
+from metarec.features import current_context, support_from_buffers, target
+from metarec.model import hash_context
+from metarec.score import Scorer, top_k
+from metarec.state import Buffered, UserState
+
+
+class Recommendation(msgspec.Struct, frozen=True, kw_only=True):
+    """The message published to the recommendations topic (JSON)."""
+
+    user_id: str
+    items: list[str]
+    scores: list[float]
+    model_version: str
+    events_seen: int
+    last_event_ts: float
+    emitted_at: float
+
+
+@dataclass
+class LiveSample:
+    """Labels of newly seen events and the predictions made before learning from them."""
+
+    y: list[float] = field(default_factory=list)
+    init: list[float] = field(default_factory=list)
+    adapted: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Timings:
+    adapt_s: float = 0.0
+    score_s: float = 0.0
+
+
+class Recommender:
+    """Adapts and ranks for batches of users with one model bundle and one scorer."""
+
+    def __init__(self, bundle: Bundle, scorer: Scorer, top_k: int = 10, inner_steps: int | None = None,
+                 inner_lr: float | None = None, cache_users: int = 2048) -> None:
+        self.bundle = bundle
+        self.model = bundle.model
+        self.cfg = bundle.model.cfg
+        self.scorer = scorer
+        self.k = top_k
+        self.steps = self.cfg.inner_steps if inner_steps is None else inner_steps
+        self.lr = self.cfg.inner_lr if inner_lr is None else inner_lr
+        self.cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        self.cache_users = cache_users
+        self.init = {k: v.detach() for k, v in self.model.fast_init().items()}
+
+    def adapt(self, states: Sequence[UserState]) -> Fast:
+        """Adapted weights of every user in ``states``: ``{name: (B, ...)}``."""
+        sup = support_from_buffers([s.user_id for s in states], [s.buffer for s in states],
+                                   self.bundle.vocab, self.cfg)
+        with torch.no_grad():
+            return adapt(self.model, sup, self.steps, self.lr)
+
+    def live_predictions(self, states: Sequence[UserState], new: Sequence[Sequence[Buffered]]) -> LiveSample:
+        """Predict each user's ``new`` labelled events with the init and with their previous
+        adapted weights (only where those exist, or the user had no earlier events)."""
+        out = LiveSample()
+        if self.cfg.mode != "binary":
+            return out
+        vocab, cfg = self.bundle.vocab, self.cfg
+        for st, evs in zip(states, new):
+            rows = [(e, t) for e in evs if (t := target(e.kind, e.value, cfg)) is not None]
+            if not rows:
+                continue
+            prior = self.cache.get(st.user_id)
+            if prior is None and st.events_seen > len(evs):
+                continue  # adapted weights from before these events are not at hand
+            items = torch.tensor([[vocab.item(e.item_id) for e, _ in rows]])
+            ctx = torch.tensor([[hash_context(e.context, cfg.n_context_buckets, cfg.max_context) for e, _ in rows]])
+            user = torch.tensor([vocab.user(st.user_id)])
+            with torch.no_grad():
+                init = {k: v.unsqueeze(0) for k, v in self.init.items()}
+                p_init = torch.sigmoid(predict_rows(self.model, init, user, items, ctx))[0]
+                fast = init if prior is None else {k: torch.from_numpy(v).unsqueeze(0) for k, v in prior.items()}
+                p_ad = torch.sigmoid(predict_rows(self.model, fast, user, items, ctx))[0]
+            out.y += [t for _, t in rows]
+            out.init += p_init.tolist()
+            out.adapted += p_ad.tolist()
+        return out
+
+    def recommend(self, states: Sequence[UserState], now: float | None = None,
+                  timings: Timings | None = None) -> list[Recommendation]:
+        """Fresh top-K for each state (consumed items excluded), adapting them all at once."""
+        if not states:
+            return []
+        t0 = time.perf_counter()
+        fast = {k: v.numpy() for k, v in self.adapt(states).items()}
+        t1 = time.perf_counter()
+        vocab, cfg = self.bundle.vocab, self.cfg
+        users = np.array([vocab.user(s.user_id) for s in states], np.int64)
+        ctx = np.array([current_context(s.buffer, cfg) for s in states], np.int64)
+        scores = self.scorer.score(users, ctx, fast)
+        exclude = [{i - 1 for c in s.consumed if (i := vocab.item(c)) > 0} for s in states]
+        cols, vals = top_k(scores, self.k, exclude)
+        t2 = time.perf_counter()
+        if timings is not None:
+            timings.adapt_s, timings.score_s = t1 - t0, t2 - t1
+        for b, s in enumerate(states):
+            self._remember(s.user_id, {k: v[b].copy() for k, v in fast.items()})
+        emitted = time.time() if now is None else now
+        return [
+            Recommendation(
+                user_id=s.user_id,
+                items=[vocab.items[c] for c, v in zip(cols[b], vals[b]) if np.isfinite(v)],
+                scores=[round(float(v), 6) for v in vals[b] if np.isfinite(v)],
+                model_version=self.bundle.version, events_seen=s.events_seen,
+                last_event_ts=s.last_event_ts, emitted_at=emitted,
+            )
+            for b, s in enumerate(states)
+        ]
+
+    def _remember(self, user_id: str, fast: dict[str, np.ndarray]) -> None:
+        if self.cache_users <= 0:
+            return
+        self.cache[user_id] = fast
+        self.cache.move_to_end(user_id)
+        while len(self.cache) > self.cache_users:
+            self.cache.popitem(last=False)

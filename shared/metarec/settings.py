@@ -1,0 +1,64 @@
+"""One frozen settings object per service, read from ``METAREC_*`` environment variables.
+
+Every process that talks to Kafka takes the broker address from ``METAREC_KAFKA_BOOTSTRAP``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Broker connection and topic names, shared by the worker, replay and tail."""
+
+    model_config = SettingsConfigDict(env_prefix="METAREC_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"  # host:port[,host:port...]
+    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    topic_events: str = "metarec.events"  # keyed by user_id
+    topic_recommendations: str = "metarec.recommendations"  # keyed by user_id, JSON
+    topic_dead_letter: str = "metarec.dead-letter"  # invalid events with the reason and raw bytes
+    partitions: int = Field(default=4, ge=1)  # partitions of the events topic; workers scale up to this
+    replication_factor: int = Field(default=1, ge=1)
+
+    def kafka_python_config(self) -> dict[str, object]:
+        """Connection options in kafka-python's spelling."""
+        cfg: dict[str, object] = {
+            "bootstrap_servers": self.kafka_bootstrap.split(","),
+            "security_protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_username:
+            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
+            cfg["sasl_plain_username"] = self.kafka_sasl_username
+            pw = self.kafka_sasl_password
+            cfg["sasl_plain_password"] = pw.get_secret_value() if pw else ""
+        return cfg
+
+
+class WorkerSettings(KafkaSettings):
+    """The adapter worker (``metarec worker``, ``services/adapter``)."""
+
+    app_id: str = "metarec-adapter"  # consumer group and changelog prefix
+    model_dir: Path = Path("models/latest")  # a versioned directory written by `metarec train`
+    store: str = "memory://"  # faust table store; the changelog topic makes it durable
+    data_dir: Path = Path(".state/worker")  # faust's local data directory
+    web_host: str = "0.0.0.0"
+    web_port: int = Field(default=6066, ge=1, le=65535)  # /metrics and /users/{id}/recommendations
+    top_k: int = Field(default=10, ge=1)
+    buffer_size: int = Field(default=64, ge=1)  # recent events kept per user (the support set)
+    consumed_size: int = Field(default=512, ge=0)  # consumed items remembered per user, excluded from top-K
+    inner_steps: int | None = Field(default=None, ge=0)  # override the model's meta-learned inner steps
+    inner_lr: float | None = Field(default=None, gt=0)  # override the model's inner learning rate
+    batch_max_users: int = Field(default=256, ge=1)  # adapt at most this many users in one call
+    linger_ms: float = Field(default=20.0, ge=0)  # wait this long to coalesce a user's events
+    quality_window: int = Field(default=2000, ge=10)  # labelled events in the rolling live AUC/logloss
+    max_event_bytes: int = Field(default=8192, ge=64)  # larger events are dead-lettered
+    latest_cache: int = Field(default=10000, ge=0)  # last recommendations kept for GET /users/{id}/...
+    group_instance_id: str | None = None  # static group membership (Kubernetes: the pod name)
+    log_level: str = "info"

@@ -1,0 +1,207 @@
+"""Each overlay renders with the real kustomize, and every object validates offline: built-in
+kinds against the Kubernetes OpenAPI schemas (kubernetes-validate, strict), custom resources
+against the CRD schemas in k8s/schemas/."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+from functools import cache
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_helpers import DEPLOY, K8S, tool
+from metarec.settings import WorkerSettings
+
+pytestmark = pytest.mark.deploy
+
+K8S_VERSION = "1.33.0"
+OVERLAYS = ("dev", "prod")
+SETTINGS_ENV = {f"METAREC_{n.upper()}" for n in WorkerSettings.model_fields}
+# Read by the worker for Kafka static membership but not (yet) a WorkerSettings field.
+PENDING_SETTINGS = {"METAREC_GROUP_INSTANCE_ID"}
+CRD_SCHEMAS = {
+    ("kafka.strimzi.io/v1beta2", "Kafka"): "kafka.strimzi.io/kafka_v1beta2.yaml",
+    ("kafka.strimzi.io/v1beta2", "KafkaNodePool"): "kafka.strimzi.io/kafkanodepool_v1beta2.yaml",
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): "kafka.strimzi.io/kafkatopic_v1beta2.yaml",
+    ("kafka.strimzi.io/v1beta2", "KafkaUser"): "kafka.strimzi.io/kafkauser_v1beta2.yaml",
+    ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh/scaledobject_v1alpha1.yaml",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "keda.sh/triggerauthentication_v1alpha1.yaml",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com/servicemonitor_v1.yaml",
+}
+
+
+@cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    r = subprocess.run([str(tool("kustomize", "METAREC_KUSTOMIZE")), "build", str(K8S / "overlays" / overlay)],
+                       check=False, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return tuple(d for d in yaml.safe_load_all(r.stdout) if d)
+
+
+@cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft202012Validator:
+    schema = yaml.safe_load((K8S / "schemas" / CRD_SCHEMAS[(api_version, kind)]).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validation_errors(obj: dict[str, Any]) -> list[str]:
+    """Why ``obj`` is invalid (empty when valid)."""
+    key = (obj["apiVersion"], obj["kind"])
+    where = f"{obj['kind']}/{obj['metadata']['name']}"
+    if key in CRD_SCHEMAS:
+        return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in crd_validator(*key).iter_errors(obj)]
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.SchemaNotFoundError as e:
+        return [f"{where}: no schema: {e.message}"]
+    except kubernetes_validate.ValidationError as e:
+        return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"]
+    return []
+
+
+def one(objs: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objs if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} objects"
+    return found[0]
+
+
+def config(objs: tuple[dict[str, Any], ...]) -> dict[str, str]:
+    return one(objs, "ConfigMap", next(
+        o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("metarec-config")
+    ))["data"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_validates(overlay: str) -> None:
+    objs = render(overlay)
+    assert len(objs) > 15
+    errors = [e for o in objs for e in validation_errors(o)]
+    assert not errors, "\n".join(errors)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_is_namespaced_to_the_overlay(overlay: str) -> None:
+    objs = render(overlay)
+    ns = one(objs, "Namespace")["metadata"]["name"]
+    assert all(o["metadata"].get("namespace") == ns for o in objs if o["kind"] != "Namespace")
+
+
+MUTATIONS = [
+    ("StatefulSet", "metarec-adapter", lambda o: o["spec"]["template"]["spec"]["containers"][0]["ports"][0]
+     .__setitem__("containerPort", "6066")),
+    ("StatefulSet", "metarec-adapter", lambda o: o["spec"].__setitem__("replica", 2)),  # unknown field
+    ("KafkaTopic", "metarec-events", lambda o: o["spec"].__setitem__("partitions", 0)),
+    ("Kafka", "metarec", lambda o: o["spec"]["kafka"]["listeners"][0].__setitem__("type", "external")),
+    ("KafkaNodePool", None, lambda o: o["spec"].pop("roles")),
+    ("ScaledObject", "metarec-adapter", lambda o: o["spec"].pop("triggers")),
+    ("ServiceMonitor", "metarec-adapter", lambda o: o["spec"]["endpoints"][0].__setitem__("interval", "15 seconds")),
+]
+
+
+@pytest.mark.parametrize(("kind", "name", "mutate"), MUTATIONS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(MUTATIONS)])
+def test_validation_rejects_a_broken_object(kind: str, name: str | None, mutate: Any) -> None:
+    obj = copy.deepcopy(next(o for o in render("dev") if o["kind"] == kind and name in (None, o["metadata"]["name"])))
+    assert validation_errors(obj) == []
+    mutate(obj)
+    assert validation_errors(obj), f"a broken {kind} passed validation"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_partitions_scaling_and_topics_agree(overlay: str) -> None:
+    objs = render(overlay)
+    cfg = config(objs)
+    topics = {t["spec"]["topicName"]: t["spec"] for t in objs if t["kind"] == "KafkaTopic"}
+    partitions = int(cfg["METAREC_PARTITIONS"])
+    events = topics[cfg["METAREC_TOPIC_EVENTS"]]
+    assert events["partitions"] == partitions
+    assert cfg["METAREC_TOPIC_RECOMMENDATIONS"] in topics and cfg["METAREC_TOPIC_DEAD_LETTER"] in topics
+    changelog = topics[f"{cfg['METAREC_APP_ID']}-users-changelog"]
+    assert changelog["partitions"] == partitions and changelog["config"]["cleanup.policy"] == "compact"
+    assert all(t.get("replicas", 1) == int(cfg["METAREC_REPLICATION_FACTOR"]) for t in topics.values())
+    so = one(objs, "ScaledObject", "metarec-adapter")["spec"]
+    assert so["maxReplicaCount"] == partitions
+    assert 1 <= so["minReplicaCount"] <= so["maxReplicaCount"]
+    trigger = so["triggers"][0]["metadata"]
+    assert trigger["consumerGroup"] == cfg["METAREC_APP_ID"] and trigger["topic"] == cfg["METAREC_TOPIC_EVENTS"]
+    assert trigger["bootstrapServers"] == cfg["METAREC_KAFKA_BOOTSTRAP"]
+    assert so["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "metarec-adapter"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_env_names_are_settings(overlay: str) -> None:
+    objs = render(overlay)
+    names = set(config(objs))
+    for o in objs:
+        if o["kind"] in ("StatefulSet", "CronJob"):
+            spec = o["spec"]["template"]["spec"] if o["kind"] == "StatefulSet" else \
+                o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+            names |= {e["name"] for c in spec["containers"] for e in c.get("env", [])}
+    unknown = names - SETTINGS_ENV - PENDING_SETTINGS
+    assert not unknown, f"not WorkerSettings fields: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_adapter_pod(overlay: str) -> None:
+    objs = render(overlay)
+    cfg = config(objs)
+    sts = one(objs, "StatefulSet", "metarec-adapter")
+    assert "replicas" not in sts["spec"], "KEDA owns the replica count"
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["METAREC_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    port = WorkerSettings.model_fields["web_port"].default
+    assert int(cfg["METAREC_WEB_PORT"]) == port
+    assert c["ports"] == [{"name": "http", "containerPort": port}]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/metrics", "port": "http"}, probe
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    data_mounts = [m for m in c["volumeMounts"] if cfg["METAREC_DATA_DIR"].startswith(m["mountPath"])]
+    assert data_mounts and "emptyDir" in volumes[data_mounts[0]["name"]]
+    models = next(m for m in c["volumeMounts"] if cfg["METAREC_MODEL_DIR"].startswith(m["mountPath"]))
+    assert models["readOnly"] is True
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_monitoring_objects(overlay: str) -> None:
+    objs = render(overlay)
+    sm = one(objs, "ServiceMonitor", "metarec-adapter")
+    svc = one(objs, "Service", "metarec-adapter")  # the job label, and the alert rules' job="metarec-adapter"
+    labels = svc["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in sm["spec"]["selector"]["matchLabels"].items())
+    assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
+    headless = one(objs, "Service", "metarec-adapter-headless")
+    assert "metarec.io/headless" in headless["metadata"]["labels"]  # excluded by the ServiceMonitor
+    for kind in ("PodDisruptionBudget", "NetworkPolicy", "CronJob", "Kafka", "KafkaUser"):
+        assert any(o["kind"] == kind for o in objs), kind
+    dash = one(objs, "ConfigMap", "metarec-grafana-dashboard")
+    assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dash["data"]["metarec.json"]) == json.loads((DEPLOY / "grafana/dashboards/metarec.json").read_text())
+
+
+def test_kraft_node_pools() -> None:
+    for overlay in OVERLAYS:
+        objs = render(overlay)
+        kafka = one(objs, "Kafka", "metarec")
+        assert kafka["metadata"]["annotations"]["strimzi.io/kraft"] == "enabled"
+        assert kafka["spec"]["kafka"]["version"] == "4.1.1"
+        roles = {r for o in objs if o["kind"] == "KafkaNodePool" for r in o["spec"]["roles"]}
+        assert roles == {"controller", "broker"}
+
+
+def test_prod_is_bigger_than_dev() -> None:
+    dev, prod = (config(render(o)) for o in OVERLAYS)
+    assert int(prod["METAREC_PARTITIONS"]) > int(dev["METAREC_PARTITIONS"])
+    assert int(prod["METAREC_REPLICATION_FACTOR"]) >= 3
+    assert not any(o["kind"] == "Secret" for o in render("prod")), "prod credentials are created out of band"
