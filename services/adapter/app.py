@@ -102,7 +102,9 @@ class Adapter:
     async def flush(self) -> None:
         """Adapt, score and publish for every pending user, ``batch_max_users`` at a time."""
         m = self.metrics
-        while len(self.pending):
+        rounds = 0
+        while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
+            rounds += 1
             batch = self.pending.take(self.settings.batch_max_users)
             states = [t.state for t in batch]
             live = self.recommender.live_predictions(states, [t.new for t in batch])

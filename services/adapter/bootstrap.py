@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from prometheus_client import CollectorRegistry
 
 from metarec import artifact
@@ -23,6 +24,7 @@ class Services:
 
 def bootstrap(settings: WorkerSettings, registry: CollectorRegistry | None = None) -> Services:
     """Load the model directory and build what the worker needs."""
+    torch.set_num_threads(settings.torch_threads)
     bundle = artifact.load(settings.model_dir)
     scorer = OnnxScorer(bundle.onnx_path)
     rec = Recommender(bundle, scorer, top_k=settings.top_k, inner_steps=settings.inner_steps,
@@ -33,4 +35,5 @@ def bootstrap(settings: WorkerSettings, registry: CollectorRegistry | None = Non
         "version": bundle.version, "mode": cfg.mode, "inner_steps": str(rec.steps), "inner_lr": str(rec.lr),
         "items": str(cfg.n_items - 1), "algorithm": str(bundle.manifest.get("train", {}).get("algorithm", "")),
     })
+    rec.warm_up()
     return Services(settings, bundle, rec, metrics)

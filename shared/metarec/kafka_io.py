@@ -99,16 +99,24 @@ def replay(events: Iterable[Event], settings: KafkaSettings, rate: float = 0.0,
     return n
 
 
+def recommendations_consumer(settings: KafkaSettings, from_beginning: bool = False, group: str | None = None,
+                             **kw: Any) -> KafkaConsumer:
+    """A consumer of the recommendations topic whose values are decoded JSON dicts."""
+    consumer = _connect(
+        KafkaConsumer, settings, group_id=group, auto_offset_reset="earliest" if from_beginning else "latest",
+        value_deserializer=lambda b: json.loads(b), **kw,
+    )
+    consumer.subscribe([settings.topic_recommendations])
+    return consumer
+
+
 def read_recommendations(settings: KafkaSettings, from_beginning: bool = False, timeout_s: float | None = None,
                          group: str | None = None) -> Iterator[dict[str, Any]]:
     """Recommendation messages as dicts, until ``timeout_s`` passes with none (None: forever)."""
-    consumer = _connect(
-        KafkaConsumer, settings, group_id=group,
-        auto_offset_reset="earliest" if from_beginning else "latest",
+    consumer = recommendations_consumer(
+        settings, from_beginning, group,
         consumer_timeout_ms=int(timeout_s * 1000) if timeout_s else float("inf"),
-        value_deserializer=lambda b: json.loads(b),
     )
-    consumer.subscribe([settings.topic_recommendations])
     try:
         for msg in consumer:
             yield msg.value

@@ -1,4 +1,4 @@
-"""Meta-learning the initialization: MAML over users as tasks (MeLU-style).
+"""Meta-learning the initialization: MAML, FOMAML, Meta-SGD and Reptile over users as tasks.
 
 Each task is one user. A random cut in the user's time-ordered events splits it into a
 support set (up to ``buffer_size`` events before the cut: what the worker's buffer would
@@ -8,6 +8,21 @@ over the meta-batch); the outer loss is the adapted model's query loss, back-pro
 the initialization and the global embeddings (second order, or first order for ``fomaml``).
 With probability ``user_dropout`` a task sees the "unknown user" embedding, as every user
 new to the model does online.
+
+Algorithms (``TrainConfig.algorithm``):
+
+* ``maml`` — second-order MAML: the outer gradient flows through the inner SGD steps.
+* ``fomaml`` — first-order MAML: inner gradients are treated as constants.
+* ``metasgd`` — Meta-SGD: second-order MAML where the inner learning rate is a learned tensor
+  per adapted parameter (``RecModel.inner_lrs``, needs ``ModelConfig.meta_sgd``; saved with
+  the weights so serving adapts with the same rates, see ``RecModel.inner_lr_map``).
+* ``reptile`` — Reptile: the adapted weights are moved toward the mean of the users' fast
+  weights after ``inner_steps`` SGD steps on support ∪ query (outer gradient ``θ - mean φ_u``);
+  the global (non-adapted) parameters get the first-order query-loss gradient, since Reptile
+  alone would never train them.
+
+Which parameters adapt is ``ModelConfig.adapt`` (name prefixes, e.g. ``("out",)`` or MeLU's
+decision and output layers ``("layers", "out")``); the rest stay global.
 """
 
 from __future__ import annotations
@@ -24,14 +39,15 @@ from metarec.features import EventTable, pad_support
 from metarec.model import RecModel, loss_fn
 from metarec.quality import auc, logloss
 
-ALGORITHMS = ("maml", "fomaml")
+ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile")
+Sampler = Callable[[np.ndarray, np.random.Generator], tuple[Support, Support]]
 
 
 @dataclass
 class TrainConfig:
     """Outer-loop hyper-parameters."""
 
-    algorithm: str = "maml"  # maml (second order) | fomaml (first order)
+    algorithm: str = "maml"  # maml (second order) | fomaml (first order) | metasgd | reptile
     meta_batch: int = 32  # users (tasks) per outer step
     outer_lr: float = 3e-3  # Adam learning rate of the initialization and embeddings
     steps: int = 2000  # outer steps at most
@@ -66,9 +82,47 @@ def query_loss(model: RecModel, fast: dict[str, torch.Tensor], query: Support) -
     return loss_fn(model, logits, query.y, query.mask)
 
 
-def meta_train(model: RecModel, table: EventTable, users: np.ndarray, cfg: TrainConfig,
-               on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Meta-train ``model`` in place on the tasks ``users``; returns the outer loss per step."""
+def _combine(sup: Support, qry: Support) -> Support:
+    """Support ∪ query of each user, ``(B, S + Q)`` (Reptile's inner-loop data)."""
+    cat = torch.cat
+    return Support(sup.users, cat([sup.items, qry.items], 1), cat([sup.ctx, qry.ctx], 1),
+                   cat([sup.y, qry.y], 1), cat([sup.mask, qry.mask], 1))
+
+
+def outer_step(model: RecModel, sup: Support, qry: Support, algorithm: str) -> torch.Tensor:
+    """Set ``.grad`` of ``model``'s parameters for one meta-batch; returns the query loss.
+
+    ``maml``/``fomaml``/``metasgd``: back-propagate the adapted model's query loss.
+    ``reptile``: adapted parameters get ``θ - mean_u φ_u`` (φ adapted on support ∪ query),
+    the other parameters the first-order query-loss gradient.
+    """
+    mc = model.cfg
+    if algorithm == "metasgd" and not mc.meta_sgd:
+        raise ValueError("algorithm metasgd needs a model built with ModelConfig(meta_sgd=True)")
+    if algorithm != "reptile":
+        fast = adapt(model, sup, mc.inner_steps, model.inner_lr_map(), first_order=algorithm == "fomaml")
+        loss = query_loss(model, fast, qry)
+        loss.backward()
+        return loss.detach()
+    init = model.fast_init()
+    fast = adapt(model, sup, mc.inner_steps, mc.inner_lr, first_order=True)
+    loss = query_loss(model, {k: v.detach() for k, v in fast.items()}, qry)
+    loss.backward()  # reaches only the global parameters: the fast weights are detached
+    with torch.no_grad():
+        phi = adapt(model, _combine(sup, qry), mc.inner_steps, mc.inner_lr, first_order=True)
+        for k, p in init.items():
+            p.grad = p - phi[k].mean(0)
+    return loss.detach()
+
+
+def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg: TrainConfig,
+               on_step: Callable[[int, float], None] | None = None,
+               sampler: Sampler | None = None) -> list[float]:
+    """Meta-train ``model`` in place on the tasks ``users``; returns the outer loss per step.
+
+    ``sampler(batch, rng) -> (support, query)`` replaces :func:`episode` (the time-cut split)
+    when given, e.g. the MeLU protocol's random support/query split.
+    """
     mc = model.cfg
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -77,11 +131,13 @@ def meta_train(model: RecModel, table: EventTable, users: np.ndarray, cfg: Train
     t0 = time.monotonic()
     for it in range(cfg.steps):
         batch = rng.choice(users, size=min(cfg.meta_batch, len(users)), replace=False)
-        sup, qry = episode(table, batch, rng, mc.buffer_size, cfg.query_size, cfg.user_dropout)
-        fast = adapt(model, sup, mc.inner_steps, mc.inner_lr, first_order=cfg.algorithm == "fomaml")
-        loss = query_loss(model, fast, qry)
+        if sampler is not None:
+            sup, qry = sampler(batch, rng)
+        else:
+            assert table is not None, "meta_train needs an EventTable or a sampler"
+            sup, qry = episode(table, batch, rng, mc.buffer_size, cfg.query_size, cfg.user_dropout)
         opt.zero_grad()
-        loss.backward()
+        loss = outer_step(model, sup, qry, cfg.algorithm)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         history.append(float(loss))
@@ -111,7 +167,7 @@ def adaptation_report(model: RecModel, table: EventTable, users: np.ndarray, see
     out: dict[str, float] = {"users": float(len(users))}
     with torch.no_grad():
         for name, steps in (("init", 0), ("adapted", mc.inner_steps)):
-            fast = adapt(model, sup, steps, mc.inner_lr)
+            fast = adapt(model, sup, steps, model.inner_lr_map())
             logits = predict_rows(model, fast, qry.users, qry.items, qry.ctx)
             m = qry.mask.numpy() > 0
             out[f"{name}_loss"] = float(loss_fn(model, logits, qry.y, qry.mask))

@@ -41,6 +41,9 @@ class ModelConfig:
     inner_steps: int = 5  # gradient steps per adaptation
     inner_lr: float = 0.5  # inner-loop SGD learning rate
     buffer_size: int = 64  # support events per user (the worker's buffer)
+    bias: bool = False  # add learned user and item bias terms to the logit
+    item_attrs: int = 0  # attribute ids per item (hashed like context; 0: no item attributes)
+    meta_sgd: bool = False  # learned per-parameter inner learning rates (Meta-SGD), saved with the weights
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
@@ -78,6 +81,20 @@ class RecModel(nn.Module):
             nn.init.normal_(emb.weight, std=0.1)
         with torch.no_grad():
             self.ctx_emb.weight[0].zero_()
+        if cfg.bias:
+            self.user_bias = nn.Embedding(cfg.n_users, 1)
+            self.item_bias = nn.Embedding(cfg.n_items, 1)
+            nn.init.zeros_(self.user_bias.weight)
+            nn.init.zeros_(self.item_bias.weight)
+        if cfg.item_attrs:
+            # (n_items, A) hashed attribute ids (release year, genres, ...) embedded with ctx_emb
+            self.register_buffer("item_attr", torch.zeros(cfg.n_items, cfg.item_attrs, dtype=torch.long))
+        if cfg.meta_sgd:
+            # one learned rate per adapted weight, keyed by the parameter name with '.' → '__'
+            self.inner_lrs = nn.ParameterDict({
+                n.replace(".", "__"): nn.Parameter(torch.full_like(p, cfg.inner_lr))
+                for n, p in self.named_parameters() if n.startswith(cfg.adapt)
+            })
 
     def context_vec(self, ctx: Tensor) -> Tensor:
         """``(..., F)`` feature ids → ``(..., D)`` mean of the non-padding embeddings."""
@@ -85,12 +102,22 @@ class RecModel(nn.Module):
         n = (ctx > 0).sum(-1, keepdim=True).clamp(min=1).to(e.dtype)
         return e.sum(-2) / n
 
+    def item_vec(self, items: Tensor) -> Tensor:
+        """``(...,)`` item indices → ``(..., D)``: the id embedding plus the mean attribute embedding."""
+        e = self.item_emb(items)
+        if self.cfg.item_attrs:
+            e = e + self.context_vec(self.item_attr[items])
+        return e
+
     def forward(self, users: Tensor, items: Tensor, ctx: Tensor) -> Tensor:
         """``users (N,)``, ``items (N,)``, ``ctx (N, F)`` → logits ``(N,)``."""
-        h = torch.cat([self.user_emb(users), self.item_emb(items), self.context_vec(ctx)], dim=-1)
+        h = torch.cat([self.user_emb(users), self.item_vec(items), self.context_vec(ctx)], dim=-1)
         for layer in self.layers:
             h = F.relu(layer(h))
-        return self.out(h).squeeze(-1)
+        logit = self.out(h).squeeze(-1)
+        if self.cfg.bias:
+            logit = logit + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
+        return logit
 
     def predict(self, logits: Tensor) -> Tensor:
         """Logits → probabilities (binary) or ratings (rating mode)."""
@@ -103,6 +130,13 @@ class RecModel(nn.Module):
     def adapted_names(self) -> list[str]:
         """Names of the parameters adapted per user, in a fixed order."""
         return [n for n, _ in self.named_parameters() if n.startswith(self.cfg.adapt)]
+
+    def inner_lr_map(self) -> float | dict[str, Tensor]:
+        """The inner learning rate for :func:`metarec.adapt.adapt`: Meta-SGD's learned
+        per-parameter rates ``{name: (*param.shape)}`` when present, else ``cfg.inner_lr``."""
+        if not self.cfg.meta_sgd:
+            return self.cfg.inner_lr
+        return {n: self.inner_lrs[n.replace(".", "__")] for n in self.adapted_names()}
 
     def fast_init(self) -> dict[str, Tensor]:
         """The meta-learned initialization of the adapted parameters (live tensors)."""
@@ -138,7 +172,7 @@ def score_matrix(model: RecModel, fast: dict[str, Tensor], users: Tensor, ctx: T
 
     u = model.user_emb(users)  # (B, D)
     c = model.context_vec(ctx)  # (B, D)
-    it = model.item_emb(items)  # (N, D)
+    it = model.item_vec(items)  # (N, D)
     w0, b0 = p("layers.0.weight"), p("layers.0.bias")  # (B, H, 3D), (B, H)
     per_user = torch.einsum("bhd,bd->bh", w0[:, :, :d], u) + torch.einsum("bhd,bd->bh", w0[:, :, 2 * d:], c)
     h = torch.einsum("nd,bhd->bnh", it, w0[:, :, d:2 * d]) + (per_user + b0).unsqueeze(1)
@@ -148,6 +182,8 @@ def score_matrix(model: RecModel, fast: dict[str, Tensor], users: Tensor, ctx: T
         h = F.relu(torch.einsum("bnh,bkh->bnk", h, w) + b.unsqueeze(1))
     wo, bo = p("out.weight"), p("out.bias")  # (B, 1, H), (B, 1)
     logits = torch.einsum("bnh,bh->bn", h, wo[:, 0, :]) + bo
+    if model.cfg.bias:
+        logits = logits + model.user_bias(users) + model.item_bias(items).squeeze(-1)  # (B, 1) + (N,)
     return model.predict(logits)
 
 

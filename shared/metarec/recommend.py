@@ -69,6 +69,14 @@ class Recommender:
         self.cache_users = cache_users
         self.init = {k: v.detach() for k, v in self.model.fast_init().items()}
 
+    def warm_up(self) -> None:
+        """Run one adaptation and one scoring call so the first real batch is not the slow one."""
+        from metarec.state import Buffered as B
+
+        probe = UserState(user_id="\x00warm-up", events_seen=1, buffer=(B("w", "", "click", 1.0, 0.0, {}),))
+        self.recommend([probe])
+        self.cache.pop(probe.user_id, None)
+
     def adapt(self, states: Sequence[UserState]) -> Fast:
         """Adapted weights of every user in ``states``: ``{name: (B, ...)}``."""
         sup = support_from_buffers([s.user_id for s in states], [s.buffer for s in states],

@@ -4,10 +4,16 @@ Two scorers share one interface (``score(users, ctx, fast) -> (B, N)``): :class:
 runs the exported graph in one onnxruntime session for every user, passing each user's
 adapted weights as inputs; :class:`TorchScorer` is the reference. Column ``j`` of a score
 matrix is item index ``j + 1`` (index 0 is the unknown item).
+
+For large catalogs the candidate scorers (:class:`OnnxCandidateScorer`, :class:`TorchCandidateScorer`)
+score only per-user item subsets ``items (B, C)`` (from :mod:`metarec.candidates`) with the same
+maths, one onnxruntime session for all users; :func:`top_k_items` ranks them.
 """
 
 from __future__ import annotations
 
+import io
+import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +21,8 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from metarec.model import RecModel, score_matrix
 
@@ -74,3 +82,97 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[Collection[int]] = ()) -
     vals = np.take_along_axis(s, part, axis=1)
     order = np.argsort(-vals, axis=1, kind="stable")
     return np.take_along_axis(part, order, axis=1), np.take_along_axis(vals, order, axis=1)
+
+
+def score_items(model: RecModel, fast: dict[str, Tensor], users: Tensor, ctx: Tensor, items: Tensor) -> Tensor:
+    """Like :func:`~metarec.model.score_matrix`, but user ``b`` scores its own ``items[b]``.
+
+    ``users (B,)``, ``ctx (B, F)``, ``items (B, C)``, ``fast[name] (B, ...)`` → ``(B, C)``.
+    """
+    d = model.cfg.dim
+    params = dict(model.named_parameters())
+
+    def p(name: str) -> Tensor:
+        return fast[name] if name in fast else params[name].unsqueeze(0).expand(users.shape[0], *params[name].shape)
+
+    u, c, it = model.user_emb(users), model.context_vec(ctx), model.item_emb(items)  # (B, D), (B, D), (B, C, D)
+    w0, b0 = p("layers.0.weight"), p("layers.0.bias")  # (B, H, 3D), (B, H)
+    per_user = torch.einsum("bhd,bd->bh", w0[:, :, :d], u) + torch.einsum("bhd,bd->bh", w0[:, :, 2 * d:], c)
+    h = F.relu(torch.einsum("bcd,bhd->bch", it, w0[:, :, d:2 * d]) + (per_user + b0).unsqueeze(1))
+    for i in range(1, len(model.layers)):
+        w, b = p(f"layers.{i}.weight"), p(f"layers.{i}.bias")
+        h = F.relu(torch.einsum("bch,bkh->bck", h, w) + b.unsqueeze(1))
+    wo, bo = p("out.weight"), p("out.bias")
+    return model.predict(torch.einsum("bch,bh->bc", h, wo[:, 0, :]) + bo)
+
+
+class CandidateGraph(nn.Module):
+    """``(users (B,), ctx (B, F), items (B, C), *fast (B, ...)) -> scores (B, C)``."""
+
+    def __init__(self, model: RecModel) -> None:
+        super().__init__()
+        self.model = model
+        self.names = model.adapted_names()
+
+    def forward(self, users: Tensor, ctx: Tensor, items: Tensor, *fast: Tensor) -> Tensor:
+        return score_items(self.model, dict(zip(self.names, fast)), users, ctx, items)
+
+
+def export_candidate_onnx(model: RecModel, path: Path | io.BytesIO) -> None:
+    """Export :class:`CandidateGraph` (batch and candidate axes dynamic)."""
+    from metarec.artifact import ONNX_OPSET
+
+    b, c = 2, 3
+    fast = [p.detach().unsqueeze(0).repeat(b, *([1] * p.dim())) for p in model.fast_init().values()]
+    names = ["users", "ctx", "items", *(f"fast.{n}" for n in model.adapted_names())]
+    axes = {n: {0: "batch"} for n in [*names, "scores"]}
+    axes["items"] = {0: "batch", 1: "candidates"}
+    axes["scores"] = {0: "batch", 1: "candidates"}
+    args = (torch.zeros(b, dtype=torch.long), torch.zeros(b, model.cfg.max_context, dtype=torch.long),
+            torch.ones(b, c, dtype=torch.long), *fast)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(CandidateGraph(model).eval(), args, path if isinstance(path, io.BytesIO) else str(path),
+                          dynamo=False, opset_version=ONNX_OPSET, input_names=names, output_names=["scores"],
+                          dynamic_axes=axes)
+
+
+class OnnxCandidateScorer:
+    """One onnxruntime session scoring per-user candidate items; built from the model (one trace)."""
+
+    def __init__(self, model: RecModel, threads: int = 1) -> None:
+        buf = io.BytesIO()
+        export_candidate_onnx(model, buf)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def score(self, users: np.ndarray, ctx: np.ndarray, fast: FastNp, items: np.ndarray) -> np.ndarray:
+        """``items (B, C)`` int64 item indices → ``(B, C)`` float32."""
+        feed: dict[str, np.ndarray] = {"users": users.astype(np.int64), "ctx": ctx.astype(np.int64),
+                                       "items": items.astype(np.int64)}
+        for name in self.inputs[3:]:
+            feed[name] = np.ascontiguousarray(fast[name.removeprefix("fast.")], dtype=np.float32)
+        return self.session.run(["scores"], feed)[0]
+
+
+class TorchCandidateScorer:
+    """The reference for :class:`OnnxCandidateScorer`."""
+
+    def __init__(self, model: RecModel) -> None:
+        self.model = model
+
+    def score(self, users: np.ndarray, ctx: np.ndarray, fast: FastNp, items: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            f = {k: torch.as_tensor(v) for k, v in fast.items()}
+            s = score_items(self.model, f, torch.as_tensor(users), torch.as_tensor(ctx), torch.as_tensor(items))
+        return s.numpy()
+
+
+def top_k_items(scores: np.ndarray, items: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` over candidate scores: ``(cols (B, k'), vals (B, k'))`` with cols = item index - 1,
+    as :func:`top_k` returns; padding (``~valid``) ranks last with ``-inf``."""
+    cols, vals = top_k(np.where(valid, scores, -np.inf), k)
+    return np.take_along_axis(items, cols, axis=1) - 1, vals

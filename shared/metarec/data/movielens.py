@@ -1,4 +1,5 @@
-"""MovieLens ratings as ``rate`` events (100K ``u.data``, 1M ``ratings.dat``, 20M+ ``ratings.csv``).
+"""MovieLens ratings as ``rate`` events (100K ``u.data``, 1M ``ratings.dat``, 20M+ ``ratings.csv``),
+and the user and movie attributes of 100K (``u.user``, ``u.item``) and 1M (``users.dat``, ``movies.dat``).
 
 The data's licence forbids redistribution: it is read from where the user keeps it and never
 copied. Each rating becomes an event with context taken from its timestamp (hour bucket and
@@ -8,8 +9,10 @@ weekday), the only context MovieLens records.
 from __future__ import annotations
 
 import csv
+import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from metarec.data.eventlog import DataError
@@ -71,3 +74,78 @@ def load(path: Path, fmt: str) -> list[Event]:
         events.append(Event(event_id=f"ml-{n}", user_id=u, item_id=i, kind="rate", value=rating,
                             ts=ts, context=ts_context(ts)))
     return events
+
+
+# --- attributes (users: gender, age, occupation, zip; items: release year, genres) -----------
+
+_AGE_EDGES = (18, 25, 35, 45, 50, 56)  # MovieLens-1M's age groups: <18, 18-24, ..., 56+
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """What MovieLens knows about a movie besides its ratings."""
+
+    year: int | None  # release year (None when the file gives none)
+    genres: tuple[str, ...]
+
+
+def age_group(age: int) -> str:
+    """An age in years → MovieLens-1M's age-group code (``"1"``, ``"18"``, ..., ``"56"``)."""
+    group = 1
+    for edge in _AGE_EDGES:
+        if age >= edge:
+            group = edge
+    return str(group)
+
+
+def _lines(file: Path, sep: str) -> Iterator[tuple[int, list[str]]]:
+    if not file.exists():
+        raise DataError(f"{file}: no such file")
+    with open(file, encoding="latin-1") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                yield n, line.rstrip("\r\n").split(sep)
+
+
+def user_attributes(folder: Path, fmt: str) -> dict[str, dict[str, str]]:
+    """``{user_id: {"gender", "age", "occupation", "zip"}}`` from ``u.user`` or ``users.dat``.
+
+    Ages are MovieLens-1M's age groups in both layouts; ``zip`` keeps the first two digits.
+    """
+    out: dict[str, dict[str, str]] = {}
+    if fmt == "ml-100k":
+        for n, f in _lines(folder / "u.user", "|"):
+            if len(f) < 5 or not f[1].isdigit():
+                raise DataError(f"{folder / 'u.user'}:{n}: expected id|age|gender|occupation|zip")
+            out[f[0]] = {"gender": f[2], "age": age_group(int(f[1])), "occupation": f[3], "zip": f[4][:2]}
+    elif fmt == "ml-1m":
+        for n, f in _lines(folder / "users.dat", "::"):
+            if len(f) < 5:
+                raise DataError(f"{folder / 'users.dat'}:{n}: expected UserID::Gender::Age::Occupation::Zip-code")
+            out[f[0]] = {"gender": f[1], "age": f[2], "occupation": f[3], "zip": f[4][:2]}
+    else:
+        raise DataError(f"no user attributes for format {fmt!r}")
+    return out
+
+
+def item_attributes(folder: Path, fmt: str) -> dict[str, ItemInfo]:
+    """``{item_id: ItemInfo}`` from ``u.item`` (+ ``u.genre``) or ``movies.dat``."""
+    out: dict[str, ItemInfo] = {}
+    if fmt == "ml-100k":
+        names = [f[0] for _, f in _lines(folder / "u.genre", "|")]
+        for n, f in _lines(folder / "u.item", "|"):
+            if len(f) < 5 + len(names):
+                raise DataError(f"{folder / 'u.item'}:{n}: expected {5 + len(names)} '|'-separated fields")
+            m = re.search(r"(\d{4})\s*$", f[2])
+            flags = f[5:5 + len(names)]
+            out[f[0]] = ItemInfo(int(m.group(1)) if m else None,
+                                 tuple(g for g, x in zip(names, flags) if x.strip() == "1"))
+    elif fmt == "ml-1m":
+        for n, f in _lines(folder / "movies.dat", "::"):
+            if len(f) < 3:
+                raise DataError(f"{folder / 'movies.dat'}:{n}: expected MovieID::Title (Year)::Genres")
+            m = re.search(r"\((\d{4})\)\s*$", f[1])
+            out[f[0]] = ItemInfo(int(m.group(1)) if m else None, tuple(g for g in f[2].split("|") if g))
+    else:
+        raise DataError(f"no item attributes for format {fmt!r}")
+    return out

@@ -1,0 +1,1 @@
+"""metarec benchmarks: ratios measured side by side in one run (see bench/README.md)."""

@@ -1,0 +1,155 @@
+"""Run the benchmark suite: ``python bench/run.py [--quick] [--only NAME ...]``.
+
+Writes ``bench/results/<name>.json`` and ``.md`` per benchmark, PNG plots, and
+``bench/results/summary.json`` / ``summary.md`` with the headline figures. The end-to-end
+bench uses ``METAREC_KAFKA_BOOTSTRAP`` if set, else 127.0.0.1:9092 if a broker answers there,
+else starts the project's own Kafka on port 19192 (``deploy/kafka/kafka.sh``) and stops it after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
+
+common.set_threads(1)
+
+
+def _reachable(hostport: str) -> bool:
+    host, port = hostport.split(",")[0].rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _broker() -> tuple[str, dict[str, str] | None]:
+    given = os.environ.get("METAREC_KAFKA_BOOTSTRAP")
+    if given:
+        return given, None
+    if _reachable("127.0.0.1:9092"):
+        return "127.0.0.1:9092", None
+    env = {**os.environ, "METAREC_KAFKA_PORT": "19192", "METAREC_KAFKA_STATE": str(common.ROOT / ".state" / "kafka-bench")}
+    subprocess.run(["bash", str(common.ROOT / "deploy" / "kafka" / "kafka.sh"), "up"], env=env, check=True)
+    return "127.0.0.1:19192", env
+
+
+def _train(tmp: Path, quick: bool) -> Path:
+    import torch
+
+    from metarec.meta import TrainConfig
+    from metarec.train import train
+
+    evs, source = common.events()
+    mode = "rating" if source == "movielens-100k" else "binary"
+    torch.set_num_threads(2)  # training is not measured
+    d = train(evs, tmp / "models", {"mode": mode}, TrainConfig(time_budget_s=12 if quick else 60, seed=0),
+              source=source)
+    torch.set_num_threads(1)
+    return d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="the <= 3 minute suite")
+    ap.add_argument("--only", nargs="*", default=None, help="adapt export score river e2e")
+    args = ap.parse_args()
+    only = set(args.only or ["adapt", "export", "score", "river", "e2e"])
+    t0 = time.time()
+    info = common.machine()
+    res: dict[str, dict] = {}
+    from bench import adapt_bench, e2e_bench, export_bench, river_bench, score_bench
+
+    for name, mod in (("adapt", adapt_bench), ("export", export_bench), ("score", score_bench)):
+        if name in only:
+            t = time.time()
+            res[name] = mod.run(args.quick)
+            print(f"bench {name}: {time.time() - t:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        if {"river", "e2e"} & only:
+            t = time.time()
+            model_dir = _train(tmp, args.quick)
+            print(f"bench train: {time.time() - t:.0f} s", flush=True)
+        if "river" in only:
+            t = time.time()
+            res["river"] = river_bench.run(args.quick, model_dir)
+            print(f"bench river: {time.time() - t:.0f} s", flush=True)
+        if "e2e" in only:
+            t = time.time()
+            bootstrap, own = _broker()
+            try:
+                variants = ["current"] if args.quick else ["current", "explicit"]
+                runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in variants]
+            finally:
+                if own is not None:
+                    subprocess.run(["bash", str(common.ROOT / "deploy" / "kafka" / "kafka.sh"), "down"], env=own)
+            res["e2e"] = {"broker": bootstrap, "runs": runs}
+            common.write("e2e", res["e2e"], e2e_bench.markdown(runs))
+            print(f"bench e2e: {time.time() - t:.0f} s", flush=True)
+    summary = _summary(res, info, args.quick, time.time() - t0)
+    (common.RESULTS / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    (common.RESULTS / "summary.md").write_text(_summary_md(summary))
+    print(_summary_md(summary))
+
+
+def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> dict:
+    s: dict = {"machine": info, "suite": "bench-quick" if quick else "bench", "seconds": round(seconds, 1),
+               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if "adapt" in res:
+        h = res["adapt"]["headline"]
+        s.update(adapt_users_per_s_batched=h["users_per_s"], adapt_users_per_s_loop=res["adapt"]["loop_users_per_s"],
+                 adapt_speedup=h["speedup_vs_loop"], adapt_roofline_fraction=h["roofline_fraction"],
+                 adapt_batched_path=f"{h['path']} (batch {h['batch']})",
+                 adapt_users_per_s_vmap=h["vmap_users_per_s"], adapt_speedup_vmap=h["vmap_speedup_vs_loop"],
+                 adapt_roofline_fraction_vmap=h["vmap_roofline_fraction"])
+    if "export" in res:
+        s.update(export_ms_patch=res["export"]["ms_per_user_patch"], export_ms_retrace=res["export"]["ms_per_user_retrace"],
+                 export_speedup=res["export"]["speedup"])
+    if "score" in res:
+        s["score_users_per_s"] = {n: c["users_per_s"] for n, c in res["score"]["catalogs"].items()}
+    if "river" in res:
+        r = res["river"]
+        s.update(river_events_per_s=r["river_biasedmf"]["events_per_s"], river_rmse=r["river_biasedmf"]["rmse"],
+                 river_auc=r["river_biasedmf"]["auc"], metarec_prequential_events_per_s=r["metarec"]["events_per_s"],
+                 metarec_rmse=r["metarec"]["rmse"], metarec_auc=r["metarec"]["auc"])
+    if "e2e" in res:
+        cur = res["e2e"]["runs"][0]
+        half = cur["phases"].get("50%", {})
+        s.update(e2e_events_per_s=cur["events_per_s"], e2e_p50_ms=half.get("p50_ms"), e2e_p99_ms=half.get("p99_ms"),
+                 e2e_variant=cur["variant"])
+        for r in res["e2e"]["runs"][1:]:
+            h = r["phases"].get("50%", {})
+            s[f"e2e_{r['variant']}"] = {"events_per_s": r["events_per_s"], "p50_ms": h.get("p50_ms"),
+                                        "p99_ms": h.get("p99_ms")}
+    return s
+
+
+def _summary_md(s: dict) -> str:
+    keys = ["adapt_users_per_s_batched", "adapt_users_per_s_loop", "adapt_speedup", "adapt_roofline_fraction",
+            "adapt_batched_path", "adapt_users_per_s_vmap", "adapt_speedup_vmap", "adapt_roofline_fraction_vmap",
+            "export_ms_patch", "export_ms_retrace", "export_speedup", "e2e_events_per_s", "e2e_p50_ms", "e2e_p99_ms",
+            "river_events_per_s", "river_rmse", "river_auc", "metarec_prequential_events_per_s", "metarec_rmse",
+            "metarec_auc"]
+    rows = [[k, s[k]] for k in keys if k in s]
+    m = s["machine"]
+    return (f"# metarec {s['suite']} ({s['measured_at']}, {s['seconds']:.0f} s)\n\n"
+            f"Machine: {m['cpu']}, {m['cores']} cores (1 compute thread), load {m['load_avg_at_start']}, "
+            f"torch {m['torch']}, onnxruntime {m['onnxruntime']}. {m['note']}.\n\n"
+            + common.table(["figure", "value"], rows)
+            + "\nDetails: adapt.md, export.md, score.md, e2e.md, river.md (and adapt.png).\n")
+
+
+if __name__ == "__main__":
+    main()

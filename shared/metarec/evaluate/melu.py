@@ -1,0 +1,215 @@
+"""The MeLU cold-start protocol: validation search, then test on held-out users, per seed.
+
+Stages: *training* (meta-train on the warm state's support rows), *validation* (Optuna on
+held-out existing users, as new users on existing items: one study for the meta-learners,
+one with the same trial budget for the global model, grids for fine-tuning and the
+item-mean baseline), *test* (the four states, reported once, for ``repeats`` seeds).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from metarec.adapt import Support
+from metarec.evaluate import methods as M
+from metarec.evaluate.data import Ratings
+from metarec.evaluate.metrics import mean_ndcg, user_errors
+from metarec.evaluate.models import ItemOffset, Net, batch, predict_adapted
+from metarec.evaluate.search import SearchResult, global_space, meta_space, run_study
+from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
+from metarec.meta import Sampler
+from metarec.model import RecModel
+
+SUPPORT_SIZES = (1, 3, 5, 10, 20)
+Tick = Callable[[str], None]
+Predict = Callable[[Support, Support], np.ndarray]
+
+
+def sampler(r: Ratings, split: MeluSplit, buffer: int, n_query: int, user_dropout: float) -> Sampler:
+    """MeLU-style episodes: a random ``n_query`` of the user's training rows is the query, a
+    random prefix of the rest (all of it half the time, else a uniform size) the support."""
+    y = r.value
+
+    def sample(users: np.ndarray, rng: np.random.Generator) -> tuple[Support, Support]:
+        sup, qry, idx = [], [], []
+        for u in users:
+            rows = rng.permutation(split.train[int(u)])
+            q = min(n_query, len(rows) // 2)
+            rest = rows[q:]
+            n = len(rest) if rng.random() < 0.5 else int(rng.integers(1, len(rest) + 1))
+            sup.append(rest[:min(n, buffer)])
+            qry.append(rows[:q])
+            idx.append(0 if rng.random() < user_dropout else int(split.user_index[int(u)]))
+        return batch(r, sup, idx, y), batch(r, qry, idx, y, n_query)
+
+    return sample
+
+
+def score(r: Ratings, split: MeluSplit, tasks: Tasks, predict: Predict, k: int | None = None) -> dict[str, float]:
+    """MeLU metrics of ``predict`` on ``tasks`` (support cut to ``k`` events when given)."""
+    if len(tasks) == 0:
+        return {"n_users": 0}
+    sup_rows = [s[:k] for s in tasks.support] if k else tasks.support
+    idx = split.user_index[tasks.users]
+    sup, qry = batch(r, sup_rows, idx, r.value), batch(r, tasks.query, idx, r.value)
+    p = predict(sup, qry)
+    y, m = qry.y.numpy(), qry.mask.numpy()
+    mae, rmse = user_errors(y, p, m)
+    return {"mae": mae, "rmse": rmse, "ndcg@1": mean_ndcg(y, p, m, 1), "ndcg@3": mean_ndcg(y, p, m, 3),
+            "ndcg_lin@3": mean_ndcg(y, p, m, 3, "lin"), "n_users": len(tasks)}
+
+
+def neural(model: RecModel, steps: int, lr: Any, adapt_layers: str | None = None) -> Predict:
+    return lambda sup, qry: predict_adapted(model, sup, qry, steps, lr, adapt_layers)
+
+
+class Melu:
+    """One MeLU evaluation run over a dataset."""
+
+    def __init__(self, r: Ratings, seed: int, plan: M.Plan, net: Net, tick: Tick) -> None:
+        self.r, self.seed, self.plan, self.net, self.tick = r, seed, plan, net, tick
+        self.lo, self.hi = r.rating_range
+
+    # --- pieces --------------------------------------------------------------------------
+    def train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+        users = np.array(sorted(split.train), np.int64)
+        smp = sampler(self.r, split, self.net.buffer, 10, self.plan.user_dropout)
+        return M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
+                            None, seed, np.unique(self.r.item[split.train_rows()]))
+
+    def train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+        rows = split.train_rows()
+        return M.train_global(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, rows,
+                              split.user_index[self.r.user], self.r.value, seed, np.unique(self.r.item[rows]))
+
+    def item_offset(self, split: MeluSplit, lam_item: float) -> ItemOffset:
+        rows = split.train_rows()
+        return ItemOffset.fit(self.r.item[rows] + 1, self.r.value[rows].astype(np.float64), len(self.r.items) + 1,
+                              lam_item)
+
+    def best_finetune(self, split: MeluSplit, model: RecModel) -> tuple[dict[str, Any], float]:
+        """The fine-tuning grid on the validation users: (steps, lr, adapted layers) → MAE."""
+        best: tuple[dict[str, Any], float] = ({"ft_steps": 0, "ft_lr": 0.0, "ft_adapt": "out"}, np.inf)
+        for layers in M.FT_ADAPT:
+            for steps in M.FT_STEPS:
+                for lr in (M.FT_LRS if steps else (0.0,)):
+                    mae = score(self.r, split, split.val, neural(model, steps, lr, layers))["mae"]
+                    if mae < best[1]:
+                        best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers}, mae)
+        return best
+
+    # --- stages --------------------------------------------------------------------------
+    def validate(self) -> dict[str, Any]:
+        split = melu_split(self.r, self.seed)
+        plan = self.plan
+        t_budget = 1e9
+
+        def meta_objective(params: dict[str, Any]) -> float:
+            model = self.train_meta(split, params, plan.trial_steps, self.seed)
+            return score(self.r, split, split.val, neural(model, int(params["inner_steps"]), model.inner_lr_map()))["mae"]
+
+        ft_of: dict[int, dict[str, Any]] = {}
+
+        def global_objective(params: dict[str, Any]) -> float:
+            model = self.train_global(split, params, plan.trial_steps, self.seed)
+            ft, mae = self.best_finetune(split, model)
+            ft_of[len(ft_of)] = ft
+            return mae
+
+        first_meta = [M.algorithm_params(None, a) for a in M.META_ALGORITHMS]
+        meta = run_study(meta_space, meta_objective, plan.trials, t_budget, self.seed, first_meta,
+                         on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val MAE {v:.4f}"))
+        glob = run_study(global_space, global_objective, plan.trials, t_budget, self.seed, [dict(M.DEFAULT_GLOBAL)],
+                         on_trial=lambda k, v: self.tick(f"search global  trial {k}  val MAE {v:.4f}"))
+        best_trial = min(range(len(glob.trials)), key=lambda i: glob.trials[i]["value"])
+        lam = min(((li, lu) for li in M.LAMBDAS for lu in M.LAMBDAS),
+                  key=lambda p: score(self.r, split, split.val, self._offset_predict(split, *p))["mae"])
+        return {"meta": meta, "global": glob, "finetune": ft_of[best_trial], "lambdas": lam,
+                "val_users": len(split.val)}
+
+    def _offset_predict(self, split: MeluSplit, lam_item: float, lam_user: float) -> Predict:
+        io = self.item_offset(split, lam_item)
+        return lambda sup, qry: io.predict(sup, qry, lam_user, self.lo, self.hi)
+
+    def test(self, chosen: dict[str, Any], seed: int) -> tuple[dict[tuple[str, str], dict[str, float]],
+                                                                 dict[str, dict[int, float]]]:
+        """Every method on every state for one seed; plus MAE by support size on new users."""
+        split = melu_split(self.r, seed)
+        mu = float(self.r.value[split.train_rows()].mean())
+        preds: dict[str, tuple[str, Predict]] = {
+            "mean": ("baseline", lambda sup, qry: np.full(qry.y.shape, mu)),
+            "item mean + user offset": ("baseline", self._offset_predict(split, *chosen["lambdas"])),
+        }
+        g = self.train_global(split, chosen["global"], self.plan.meta_steps, seed)
+        self.tick("test: global model")
+        ft = chosen["finetune"]
+        preds["global"] = ("baseline", neural(g, 0, 0.0))
+        preds["fine-tuned"] = ("baseline", neural(g, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"]))
+        for a in M.META_ALGORITHMS:
+            params = chosen["meta"][a]
+            model = self.train_meta(split, params, self.plan.meta_steps, seed)
+            self.tick(f"test: {M.label(a)}")
+            preds[M.label(a)] = ("meta", neural(model, int(params["inner_steps"]), model.inner_lr_map()))
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        curve: dict[str, dict[int, float]] = {}
+        nu = split.states["new_users"]
+        keep = [j for j in range(len(nu)) if len(nu.support[j]) >= max(SUPPORT_SIZES)]
+        sub = Tasks("new_users", nu.users[keep], [nu.support[j] for j in keep], [nu.query[j] for j in keep])
+        for name, (kind, predict) in preds.items():
+            for state in STATES:
+                out[(state, name)] = {"kind": kind, **score(self.r, split, split.states[state], predict)}  # type: ignore[dict-item]
+            curve[name] = {k: score(self.r, split, sub, predict, k).get("mae", float("nan")) for k in SUPPORT_SIZES}
+        return out, curve
+
+
+def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None) -> dict[str, Any]:
+    """Validation then ``plan.repeats`` test runs; returns rows (mean over seeds) and details."""
+    t0 = time.monotonic()
+    ev = Melu(r, seed, plan, net or Net(), tick)
+    val = ev.validate()
+    meta: SearchResult = val["meta"]
+    chosen = {"meta": {a: M.algorithm_params(meta.best_where(algorithm=a), a) for a in M.META_ALGORITHMS},
+              "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
+              "lambdas": val["lambdas"]}
+    t_val = time.monotonic() - t0
+    per_seed, curves = [], []
+    seeds = [seed + k for k in range(plan.repeats)]
+    for s in seeds:
+        res, curve = ev.test(chosen, s)
+        per_seed.append(res)
+        curves.append(curve)
+    return {"rows": aggregate(per_seed), "seeds": seeds, "chosen": chosen,
+            "search": {"meta": meta, "global": val["global"], "val_users": val["val_users"]},
+            "support_curve": {m: {k: float(np.nanmean([c[m][k] for c in curves])) for k in SUPPORT_SIZES}
+                              for m in curves[0]},
+            "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
+
+
+METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3", "auc", "logloss", "hr@10", "ndcg@10")
+
+
+def aggregate(per_seed: list[dict[tuple[str, str], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Rows ``{split, method, kind, metric: mean, std: {metric: sd}, per_seed: {metric: [...]}}``."""
+    rows = []
+    for key in per_seed[0]:
+        runs = [p[key] for p in per_seed]
+        row: dict[str, Any] = {"split": key[0], "method": key[1], "kind": runs[0]["kind"]}
+        std, each = {}, {}
+        for m in (*METRICS, "n_users", "events"):
+            vals = [float(x[m]) for x in runs if m in x]
+            if not vals:
+                continue
+            if m in ("n_users", "events"):
+                row[m] = int(np.mean(vals))
+                continue
+            finite = [v for v in vals if v == v]
+            row[m] = float(np.mean(finite)) if finite else None
+            std[m] = float(np.std(finite)) if len(finite) > 1 else 0.0
+            each[m] = [v if v == v else None for v in vals]
+        row["std"], row["per_seed"] = std, each
+        rows.append(row)
+    return rows

@@ -1,0 +1,90 @@
+"""Training plans and the methods' hyper-parameters, shared by both protocols.
+
+Every budget is counted in steps and trials, not seconds, so a seed reproduces its numbers;
+``--budget-minutes`` picks the counts (calibrated on 2 CPU cores) and is also a hard stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec.evaluate.data import Ratings
+from metarec.evaluate.models import LABELS, META_ALGORITHMS, Net, fill_unseen_items, fit_global, make_model
+from metarec.meta import Sampler, TrainConfig, meta_train
+from metarec.model import RecModel
+
+DEFAULT_META = {"inner_lr": 0.05, "inner_steps": 3, "adapt": "layers+out", "outer_lr": 3e-3}
+DEFAULT_GLOBAL = {"lr": 3e-3, "weight_decay": 1e-4}
+FT_STEPS = (0, 1, 3, 5, 10, 20)  # fine-tuning grid: steps ...
+FT_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)  # ... learning rates ...
+FT_ADAPT = ("out", "layers+out")  # ... and adapted layers
+LAMBDAS = (0.1, 1.0, 3.0, 10.0, 30.0)  # shrinkage grid of the item-mean + user-offset baseline
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much work each stage gets."""
+
+    meta_steps: int  # outer steps of each final meta-learned model
+    trial_steps: int  # outer steps of a model trained inside a search trial
+    trials: int  # search trials per method family (meta-learning and global model alike)
+    repeats: int  # test repetitions with seeds seed, seed+1, ...
+    global_ratio: int = 4  # global-model minibatch steps per meta step (a meta step sees ~4x the rows)
+    meta_batch: int = 32  # users per outer step
+    user_dropout: float = 0.5  # share of tasks/rows that use the unknown-user embedding
+
+    @classmethod
+    def for_budget(cls, minutes: float, repeats: int, scale: float = 1.0) -> Plan:
+        """Counts that fit ``minutes`` on 2 cores for ml-100k (``scale`` < 1 for bigger data)."""
+        unit = max(minutes, 0.2) * scale
+        return cls(meta_steps=max(20, int(15 * unit)), trial_steps=max(10, int(7.5 * unit)),
+                   trials=max(2, int(0.5 * unit)), repeats=repeats)
+
+
+def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, seed: int) -> RecModel:
+    return make_model(r, n_users, mode, params["adapt"], int(params["inner_steps"]), float(params["inner_lr"]),
+                      net, seed, meta_sgd=params["algorithm"] == "metasgd")
+
+
+def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
+               users: np.ndarray, sampler: Sampler | None, table: Any, seed: int,
+               seen_items: np.ndarray) -> RecModel:
+    """A meta-learned model (``params["algorithm"]``) trained for ``steps`` outer steps."""
+    model = meta_model(r, n_users, mode, params, net, seed)
+    cfg = TrainConfig(algorithm=params["algorithm"], meta_batch=plan.meta_batch, outer_lr=float(params["outer_lr"]),
+                      steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed)
+    meta_train(model, table, users, cfg, sampler=sampler)
+    model.eval()
+    fill_unseen_items(model, seen_items)
+    return model
+
+
+def train_global(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
+                 rows: np.ndarray, user_idx: np.ndarray, y: np.ndarray, seed: int,
+                 seen_items: np.ndarray) -> RecModel:
+    """The global (non-meta) model, same architecture, trained on the same rows."""
+    model = make_model(r, n_users, mode, "layers+out", 0, 0.0, net, seed)
+    fit_global(model, r, rows, user_idx, y, steps * plan.global_ratio, float(params["lr"]),
+               float(params["weight_decay"]), plan.user_dropout, seed)
+    model.eval()
+    fill_unseen_items(model, seen_items)
+    return model
+
+
+def algorithm_params(best: dict[str, Any] | None, algorithm: str) -> dict[str, Any]:
+    return {**DEFAULT_META, **(best or {}), "algorithm": algorithm}
+
+
+def label(algorithm: str) -> str:
+    return LABELS[algorithm]
+
+
+def set_threads(n: int = 2) -> None:
+    torch.set_num_threads(n)
+
+
+__all__ = ["META_ALGORITHMS", "Plan", "train_meta", "train_global"]

@@ -1,0 +1,153 @@
+"""Model building, training and prediction shared by both protocols and every method.
+
+The meta-learned methods and the neural baselines use the same :class:`~metarec.model.RecModel`
+(user, item and context embeddings, item attributes, user and item biases → MLP). Meta
+methods train with :func:`metarec.meta.meta_train`; the global (non-meta) model with plain
+minibatch Adam on the same rows; fine-tuning and adaptation both go through
+:func:`metarec.adapt.adapt`. Item ``j`` of :class:`Ratings` is model index ``j + 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from metarec.adapt import Support, adapt, predict_rows
+from metarec.evaluate.data import CONTEXT_BUCKETS, ITEM_ATTRS, MAX_CONTEXT, Ratings
+from metarec.model import ModelConfig, RecModel, loss_fn
+
+# which parameters adapt per user (``ModelConfig.adapt`` prefixes), by search-space name
+ADAPT = {"out": ("out",), "last+out": ("layers.1", "out"), "layers+out": ("layers", "out")}
+META_ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile")
+LABELS = {"maml": "MAML", "fomaml": "FOMAML", "metasgd": "Meta-SGD", "reptile": "Reptile"}
+
+
+@dataclass(frozen=True)
+class Net:
+    """Architecture shared by every neural method."""
+
+    dim: int = 16  # embedding width
+    hidden: tuple[int, int] = (64, 32)  # decision layers
+    buffer: int = 100  # support events per user at most
+
+
+def make_model(r: Ratings, n_users: int, mode: str, adapt_layers: str, inner_steps: int, inner_lr: float,
+               net: Net, seed: int, meta_sgd: bool = False) -> RecModel:
+    """A fresh seeded model for ``r`` with ``n_users`` known users (index 0 = unknown)."""
+    cfg = ModelConfig(
+        n_users=n_users + 1, n_items=len(r.items) + 1, n_context_buckets=CONTEXT_BUCKETS, max_context=MAX_CONTEXT,
+        dim=net.dim, hidden=net.hidden, mode=mode, rating_range=r.rating_range, rating_threshold=r.threshold,
+        adapt=ADAPT[adapt_layers], inner_steps=inner_steps, inner_lr=inner_lr, buffer_size=net.buffer,
+        bias=True, item_attrs=ITEM_ATTRS, meta_sgd=meta_sgd,
+    )
+    torch.manual_seed(seed)
+    model = RecModel(cfg)
+    with torch.no_grad():
+        model.item_attr[1:] = torch.from_numpy(r.item_attr)
+    return model
+
+
+def targets(r: Ratings, mode: str) -> np.ndarray:
+    return r.value if mode == "rating" else r.binary()
+
+
+def batch(r: Ratings, rows: Sequence[np.ndarray], user_idx: Sequence[int], y: np.ndarray,
+          width: int | None = None) -> Support:
+    """Padded ``(B, S)`` support/query of row-id arrays (one per user) into ``r``."""
+    s = max(1, width or max((len(x) for x in rows), default=1))
+    b = len(rows)
+    items = np.zeros((b, s), np.int64)
+    ctx = np.zeros((b, s, r.ctx.shape[1]), np.int64)
+    yy = np.zeros((b, s), np.float32)
+    mask = np.zeros((b, s), np.float32)
+    for j, x in enumerate(rows):
+        x = x[:s]
+        n = len(x)
+        items[j, :n], ctx[j, :n], yy[j, :n], mask[j, :n] = r.item[x] + 1, r.ctx[x], y[x], 1.0
+    return Support(torch.as_tensor(np.asarray(user_idx, np.int64)), torch.from_numpy(items), torch.from_numpy(ctx),
+                   torch.from_numpy(yy), torch.from_numpy(mask))
+
+
+def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarray, y: np.ndarray, steps: int,
+               lr: float, weight_decay: float, user_dropout: float, seed: int, batch_size: int = 512) -> None:
+    """Plain supervised training of ``model`` on rows ``rows`` (the non-meta global model).
+
+    ``user_idx (N,)`` is each row's model user index; with probability ``user_dropout`` a row
+    uses the unknown user (index 0), which new users get at test time — the same device the
+    meta-learner uses, so both know what to do with a user they have never seen.
+    """
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        pick = rng.integers(0, len(rows), size=min(batch_size, len(rows)))
+        x = rows[pick]
+        u = np.where(rng.random(len(x)) < user_dropout, 0, user_idx[x])
+        logits = model(torch.from_numpy(u), torch.from_numpy(r.item[x] + 1), torch.from_numpy(r.ctx[x]))
+        yy = torch.from_numpy(y[x])
+        loss = loss_fn(model, logits, yy, torch.ones_like(yy))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def fill_unseen_items(model: RecModel, seen: np.ndarray) -> None:
+    """Give items absent from training (``seen``: item codes seen) the mean trained id embedding
+    and bias, so a new item is an average item plus what its attributes say."""
+    idx = np.setdiff1d(np.arange(1, model.cfg.n_items), np.asarray(seen) + 1)
+    if len(idx) == 0:
+        return
+    keep = torch.from_numpy(np.asarray(seen) + 1)
+    with torch.no_grad():
+        model.item_emb.weight[idx] = model.item_emb.weight[keep].mean(0)
+        if model.cfg.bias:
+            model.item_bias.weight[idx] = model.item_bias.weight[keep].mean(0)
+
+
+def predict_adapted(model: RecModel, sup: Support, qry: Support, steps: int,
+                    lr: float | dict[str, torch.Tensor], adapt_layers: str | None = None,
+                    chunk: int = 256) -> np.ndarray:
+    """Predictions ``(B, Q)`` (ratings or probabilities) after ``steps`` SGD steps on ``sup``.
+
+    ``adapt_layers`` (a key of :data:`ADAPT`) overrides the model's adapted layers (fine-tuning).
+    """
+    out = []
+    params = dict(model.named_parameters())
+    fast0 = None if adapt_layers is None else {n: p for n, p in params.items() if n.startswith(ADAPT[adapt_layers])}
+    with torch.no_grad():
+        for a in range(0, len(sup), chunk):
+            s = Support(*(t[a:a + chunk] for t in (sup.users, sup.items, sup.ctx, sup.y, sup.mask)))
+            fast = adapt(model, s, steps, lr, fast0=fast0)
+            q = slice(a, a + chunk)
+            logits = predict_rows(model, fast, qry.users[q], qry.items[q], qry.ctx[q])
+            out.append(model.predict(logits).numpy())
+    return np.concatenate(out) if out else np.zeros((0, qry.items.shape[1]))
+
+
+@dataclass
+class ItemOffset:
+    """Baseline: shrunk item mean plus a shrunk user offset learned from the support set.
+
+    ``item_mean[j] = (Σ y + λ_i μ) / (n_j + λ_i)`` over training rows;
+    ``offset_u = Σ_support (y - item_mean) / (n_u + λ_u)``; prediction ``item_mean + offset_u``.
+    """
+
+    mu: float
+    item_mean: np.ndarray  # (I + 1,) by model item index; index 0 (unknown) is mu
+
+    @classmethod
+    def fit(cls, items: np.ndarray, y: np.ndarray, n_items: int, lam_item: float) -> ItemOffset:
+        mu = float(y.mean())
+        s = np.bincount(items, weights=y, minlength=n_items)
+        n = np.bincount(items, minlength=n_items)
+        denom = n + lam_item
+        return cls(mu, np.where(denom > 0, (s + lam_item * mu) / np.maximum(denom, 1e-12), mu))
+
+    def predict(self, sup: Support, qry: Support, lam_user: float, lo: float, hi: float) -> np.ndarray:
+        m = sup.mask.numpy()
+        resid = (sup.y.numpy() - self.item_mean[sup.items.numpy()]) * m
+        offset = resid.sum(1) / (m.sum(1) + lam_user)
+        return np.clip(self.item_mean[qry.items.numpy()] + offset[:, None], lo, hi)

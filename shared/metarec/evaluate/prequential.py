@@ -1,0 +1,306 @@
+"""The prequential (test-then-train) protocol on a time-ordered stream.
+
+The first ``train_fraction`` of the time span trains (meta-training for the meta methods,
+supervised training for the global model, ``learn_one`` for River); in the rest every event
+is predicted before it is learned from: a neural method adapts on the user's last
+``buffer`` events strictly before the event, River predicts then learns. Positives are
+ratings >= the threshold. Metrics overall and by the user's number of earlier events.
+Validation repeats the same split inside the training part (its last 20% of time).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from metarec.adapt import Support
+from metarec.evaluate import methods as M
+from metarec.evaluate.data import Ratings
+from metarec.evaluate.melu import aggregate
+from metarec.evaluate.metrics import auc, logloss, rmse, sampled_rank_metrics
+from metarec.evaluate.models import ItemOffset, Net, batch, predict_adapted
+from metarec.evaluate.search import SearchResult, global_space, meta_space, run_study
+from metarec.features import EventTable
+from metarec.model import RecModel
+
+BUCKETS = {"hist_0": (0, 0), "hist_1_5": (1, 5), "hist_6_20": (6, 20), "hist_21_plus": (21, 10**9)}
+N_NEG = 99
+FT_STEPS = (0, 1, 3, 5, 10)
+FT_LRS = (0.03, 0.3, 1.0)
+Tick = Callable[[str], None]
+Scorer = Callable[["Stream", np.ndarray], np.ndarray]  # (stream, event positions) → (E, 1 + negatives)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A prequential split: training rows, then test rows with their supports and negatives."""
+
+    train: np.ndarray  # row ids before the cut
+    test: np.ndarray  # (E,) row ids after the cut, in time order
+    hist: np.ndarray  # (E,) the user's earlier events (all time)
+    support: list[np.ndarray]  # per test event: the user's last ``buffer`` earlier rows
+    negatives: np.ndarray  # (E, N_NEG) item codes the user never rated
+    user_index: np.ndarray  # (U,) model index: users with training events 1.., others 0
+
+
+def make_stream(r: Ratings, rows: np.ndarray, train_fraction: float, buffer: int, seed: int,
+                max_test: int | None = None) -> Stream:
+    """Split ``rows`` (time-ordered row ids) at ``train_fraction`` of their time span."""
+    rng = np.random.default_rng(seed)
+    ts = r.ts[rows]
+    cut = ts.min() + train_fraction * (ts.max() - ts.min())
+    train, test = rows[ts < cut], rows[ts >= cut]
+    if max_test is not None and len(test) > max_test:
+        test = np.sort(rng.choice(test, max_test, replace=False))
+    user_index = np.zeros(len(r.users), np.int64)
+    known = np.unique(r.user[train])
+    user_index[known] = np.arange(1, len(known) + 1)
+    by_user: dict[int, list[int]] = {}
+    pos_of: dict[int, int] = {}
+    for x in rows:  # time order
+        lst = by_user.setdefault(int(r.user[x]), [])
+        pos_of[int(x)] = len(lst)
+        lst.append(int(x))
+    hist = np.array([pos_of[int(x)] for x in test], np.int64)
+    support = [np.asarray(by_user[int(r.user[x])][max(0, p - buffer):p], np.int64) for x, p in zip(test, hist)]
+    catalog = np.unique(r.item[train])
+    rated = {u: set(r.item[np.asarray(v)].tolist()) for u, v in by_user.items()}
+    negs = np.zeros((len(test), N_NEG), np.int64)
+    for e, x in enumerate(test):
+        seen = rated[int(r.user[x])]
+        cand = rng.choice(catalog, size=N_NEG * 3)
+        cand = [c for c in cand if c not in seen][:N_NEG]
+        while len(cand) < N_NEG:
+            c = int(rng.choice(catalog))
+            if c not in seen or len(seen) >= len(catalog):
+                cand.append(c)
+        negs[e] = cand
+    return Stream(train, test, hist, support, negs, user_index)
+
+
+def table_of(r: Ratings, rows: np.ndarray, user_index: np.ndarray, y: np.ndarray) -> EventTable:
+    """An :class:`EventTable` (grouped by user, time order) of ``rows`` for :func:`meta_train`."""
+    order = np.lexsort((r.ts[rows], r.user[rows]))
+    rows = rows[order]
+    users, first = np.unique(r.user[rows], return_index=True)
+    return EventTable(users=[r.users[u] for u in users], start=np.append(first, len(rows)).astype(np.int64),
+                      user_idx=user_index[r.user[rows]], item=r.item[rows] + 1, ctx=r.ctx[rows],
+                      y=y[rows].astype(np.float32), ts=r.ts[rows])
+
+
+def neural_scorer(r: Ratings, model: RecModel, steps: int, lr: Any, adapt_layers: str | None = None,
+                  ranking: bool = True, chunk: int = 512) -> Scorer:
+    """Scores of each event's item (column 0) and its negatives, adapted on the event's support."""
+    y = r.binary()
+
+    def score(st: Stream, ev: np.ndarray) -> np.ndarray:
+        out = []
+        for a in range(0, len(ev), chunk):
+            e = ev[a:a + chunk]
+            x = st.test[e]
+            idx = st.user_index[r.user[x]]
+            sup = batch(r, [st.support[k] for k in e], idx, y, max(1, max(len(st.support[k]) for k in e)))
+            items = np.concatenate([r.item[x][:, None], st.negatives[e]], 1) if ranking else r.item[x][:, None]
+            q = items.shape[1]
+            qry = Support(torch.from_numpy(idx), torch.from_numpy(items + 1),
+                          torch.from_numpy(np.repeat(r.ctx[x][:, None, :], q, 1)),
+                          torch.zeros(len(e), q), torch.ones(len(e), q))
+            out.append(predict_adapted(model, sup, qry, steps, lr, adapt_layers, chunk=chunk))
+        return np.concatenate(out)
+
+    return score
+
+
+def offset_scorer(r: Ratings, st: Stream, lam_item: float, lam_user: float) -> Scorer:
+    y = r.binary().astype(np.float64)
+    io = ItemOffset.fit(r.item[st.train] + 1, y[st.train], len(r.items) + 1, lam_item)
+
+    def score(s: Stream, ev: np.ndarray) -> np.ndarray:
+        x = s.test[ev]
+        sup = batch(r, [s.support[k] for k in ev], s.user_index[r.user[x]], r.binary())
+        items = np.concatenate([r.item[x][:, None], s.negatives[ev]], 1) + 1
+        qry = Support(sup.users, torch.from_numpy(items), torch.zeros(len(ev), items.shape[1], 1, dtype=torch.long),
+                      torch.zeros(items.shape), torch.ones(items.shape))
+        return io.predict(sup, qry, lam_user, 0.01, 0.99)
+
+    return score
+
+
+def river_run(r: Ratings, st: Stream, params: dict[str, Any], seed: int, ranking: bool = True) -> np.ndarray:
+    """River ``BiasedMF`` on 0/1 labels: learn the training part, then predict-then-learn the test part."""
+    from river import optim, reco
+
+    model = reco.BiasedMF(n_factors=int(params["n_factors"]), bias_optimizer=optim.SGD(float(params["lr"])),
+                          latent_optimizer=optim.SGD(float(params["lr"])), l2_bias=float(params["l2"]),
+                          l2_latent=float(params["l2"]),
+                          latent_initializer=optim.initializers.Normal(mu=0.0, sigma=0.1, seed=seed), seed=seed)
+    y = r.binary()
+    users, items = r.user.astype(str), r.item.astype(str)
+    for x in st.train:
+        model.learn_one(users[x], items[x], float(y[x]))
+    width = 1 + N_NEG if ranking else 1
+    out = np.zeros((len(st.test), width))
+    for e, x in enumerate(st.test):
+        u = users[x]
+        out[e, 0] = model.predict_one(u, items[x])
+        if ranking and y[x] > 0:
+            out[e, 1:] = [model.predict_one(u, str(i)) for i in st.negatives[e]]
+        model.learn_one(u, items[x], float(y[x]))
+    return np.clip(out, 0.0, 1.0)
+
+
+def metrics(r: Ratings, st: Stream, scores: np.ndarray, ev: np.ndarray) -> dict[str, float]:
+    y = r.binary()[st.test[ev]]
+    p = np.clip(scores[ev, 0], 1e-6, 1 - 1e-6)
+    out: dict[str, float] = {"auc": auc(y, p), "logloss": logloss(y, p), "rmse": rmse(y, p), "events": len(ev)}
+    if scores.shape[1] > 1:
+        pos = ev[y > 0]
+        out["hr@10"], out["ndcg@10"] = sampled_rank_metrics(scores[pos, 0], scores[pos, 1:], 10)
+    return out
+
+
+def by_bucket(r: Ratings, st: Stream, scores: np.ndarray) -> dict[str, dict[str, float]]:
+    allev = np.arange(len(st.test))
+    res = {"all": metrics(r, st, scores, allev)}
+    for name, (lo, hi) in BUCKETS.items():
+        res[name] = metrics(r, st, scores, allev[(st.hist >= lo) & (st.hist <= hi)])
+    return res
+
+
+def river_space(trial: Any) -> dict[str, Any]:
+    """River BiasedMF: factors, SGD learning rate, L2."""
+    return {"n_factors": trial.suggest_categorical("n_factors", [5, 10, 20, 40]),
+            "lr": trial.suggest_float("lr", 1e-3, 0.2, log=True),
+            "l2": trial.suggest_float("l2", 1e-5, 0.1, log=True)}
+
+
+class Prequential:
+    """One prequential evaluation run over a dataset."""
+
+    def __init__(self, r: Ratings, seed: int, plan: M.Plan, net: Net, tick: Tick,
+                 train_fraction: float = 0.8, max_val_events: int = 2000) -> None:
+        self.r, self.seed, self.plan, self.net, self.tick = r, seed, plan, net, tick
+        self.train_fraction, self.max_val = train_fraction, max_val_events
+        self.y = r.binary()
+
+    def train_meta(self, st: Stream, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+        table = table_of(self.r, st.train, st.user_index, self.y)
+        users = np.array([k for k in range(len(table.users)) if table.count(k) >= 4], np.int64)
+        return M.train_meta(self.r, int(st.user_index.max()), "binary", params, self.net, self.plan, steps, users,
+                            None, table, seed, np.unique(self.r.item[st.train]))
+
+    def train_global(self, st: Stream, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+        return M.train_global(self.r, int(st.user_index.max()), "binary", params, self.net, self.plan, steps,
+                              st.train, st.user_index[self.r.user], self.y, seed, np.unique(self.r.item[st.train]))
+
+    def val_auc(self, st: Stream, scorer: Scorer) -> float:
+        ev = np.arange(len(st.test))
+        return float(metrics(self.r, st, scorer(st, ev), ev)["auc"])
+
+    def validate(self) -> dict[str, Any]:
+        r, plan = self.r, self.plan
+        full = make_stream(r, np.arange(len(r)), self.train_fraction, self.net.buffer, self.seed)
+        val = make_stream(r, full.train, 0.8, self.net.buffer, self.seed, self.max_val)
+
+        def meta_objective(params: dict[str, Any]) -> float:
+            model = self.train_meta(val, params, plan.trial_steps, self.seed)
+            return -self.val_auc(val, neural_scorer(r, model, int(params["inner_steps"]), model.inner_lr_map(),
+                                                    ranking=False))
+
+        ft_of: list[dict[str, Any]] = []
+
+        def global_objective(params: dict[str, Any]) -> float:
+            model = self.train_global(val, params, plan.trial_steps, self.seed)
+            best: tuple[dict[str, Any], float] = ({}, np.inf)
+            for layers in M.FT_ADAPT:
+                for steps in FT_STEPS:
+                    for lr in (FT_LRS if steps else (0.0,)):
+                        v = -self.val_auc(val, neural_scorer(r, model, steps, lr, layers, ranking=False))
+                        if v < best[1]:
+                            best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers}, v)
+            ft_of.append(best[0])
+            return best[1]
+
+        def river_objective(params: dict[str, Any]) -> float:
+            s = river_run(r, val, params, self.seed, ranking=False)
+            return -float(metrics(r, val, s, np.arange(len(val.test)))["auc"])
+
+        first = [M.algorithm_params({"inner_lr": 0.3}, a) for a in M.META_ALGORITHMS]
+        meta = run_study(meta_space, meta_objective, plan.trials, 1e9, self.seed, first,
+                         on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val AUC {-v:.4f}"))
+        glob = run_study(global_space, global_objective, plan.trials, 1e9, self.seed, [dict(M.DEFAULT_GLOBAL)],
+                         on_trial=lambda k, v: self.tick(f"search global  trial {k}  val AUC {-v:.4f}"))
+        riv = run_study(river_space, river_objective, plan.trials, 1e9, self.seed,
+                        [{"n_factors": 10, "lr": 0.02, "l2": 1e-3}],
+                        on_trial=lambda k, v: self.tick(f"search river  trial {k}  val AUC {-v:.4f}"))
+        best_g = min(range(len(glob.trials)), key=lambda i: glob.trials[i]["value"])
+        lam = min(((li, lu) for li in M.LAMBDAS for lu in M.LAMBDAS),
+                  key=lambda p: -self.val_auc(val, offset_scorer(r, val, *p)))
+        return {"meta": meta, "global": glob, "river": riv, "finetune": ft_of[best_g], "lambdas": lam,
+                "val_events": len(val.test)}
+
+    def test(self, chosen: dict[str, Any], seed: int) -> tuple[dict[tuple[str, str], dict[str, Any]],
+                                                                 dict[str, list[tuple[float, float]]]]:
+        r = self.r
+        st = make_stream(r, np.arange(len(r)), self.train_fraction, self.net.buffer, seed)
+        mu = float(self.y[st.train].mean())
+        scores: dict[str, tuple[str, np.ndarray]] = {}
+        ev = np.arange(len(st.test))
+        scores["mean"] = ("baseline", np.full((len(ev), 1 + N_NEG), mu))
+        scores["item mean + user offset"] = ("baseline", offset_scorer(r, st, *chosen["lambdas"])(st, ev))
+        g = self.train_global(st, chosen["global"], self.plan.meta_steps, seed)
+        scores["global"] = ("baseline", neural_scorer(r, g, 0, 0.0)(st, ev))
+        ft = chosen["finetune"]
+        scores["fine-tuned"] = ("baseline", neural_scorer(r, g, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"])(st, ev))
+        self.tick("test: global model")
+        scores["river BiasedMF"] = ("baseline", river_run(r, st, chosen["river"], seed))
+        self.tick("test: river")
+        for a in M.META_ALGORITHMS:
+            params = chosen["meta"][a]
+            model = self.train_meta(st, params, self.plan.meta_steps, seed)
+            scores[M.label(a)] = ("meta", neural_scorer(r, model, int(params["inner_steps"]),
+                                                        model.inner_lr_map())(st, ev))
+            self.tick(f"test: {M.label(a)}")
+        out: dict[tuple[str, str], dict[str, Any]] = {}
+        over_time: dict[str, list[tuple[float, float]]] = {}
+        ts = r.ts[st.test]
+        edges = np.linspace(ts.min(), ts.max() + 1e-9, 11)
+        win = np.clip(np.searchsorted(edges, ts, side="right") - 1, 0, 9)
+        for name, (kind, s) in scores.items():
+            for split, m in by_bucket(r, st, s).items():
+                out[(split, name)] = {"kind": kind, **m}
+            over_time[name] = [((w + 0.5) / 10, float(metrics(r, st, s, ev[win == w])["auc"]))
+                               for w in range(10) if (win == w).sum() > 10]
+        return out, over_time
+
+
+def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None) -> dict[str, Any]:
+    """Validation then ``plan.repeats`` test runs; returns rows (mean over seeds) and details."""
+    t0 = time.monotonic()
+    ev = Prequential(r, seed, plan, net or Net(buffer=64), tick)
+    val = ev.validate()
+    meta: SearchResult = val["meta"]
+    chosen = {"meta": {a: M.algorithm_params({"inner_lr": 0.3, **(meta.best_where(algorithm=a) or {})}, a)
+                       for a in M.META_ALGORITHMS},
+              "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
+              "river": val["river"].best, "lambdas": val["lambdas"]}
+    t_val = time.monotonic() - t0
+    seeds = [seed + k for k in range(plan.repeats)]
+    per_seed, times = [], []
+    for s in seeds:
+        res, over_time = ev.test(chosen, s)
+        per_seed.append(res)
+        times.append(over_time)
+    return {"rows": aggregate(per_seed), "seeds": seeds, "chosen": chosen,
+            "search": {"meta": meta, "global": val["global"], "river": val["river"]},
+            "auc_over_time": times[0], "seconds": {"validation": t_val, "total": time.monotonic() - t0},
+            "notes": [f"validation stream: {val['val_events']} events (last 20% of the training period)",
+                      "rmse is the root Brier score of P(positive) against the 0/1 label; River BiasedMF "
+                      "is trained on the same 0/1 labels and its prediction clipped to [0, 1]",
+                      "item mean + user offset: item means from the training period (not updated online), "
+                      "the user offset from the same support window the neural methods adapt on"]}

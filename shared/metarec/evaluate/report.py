@@ -1,0 +1,135 @@
+"""``metrics.json`` and ``report.md``: methods × metrics per split, best in bold, the chosen
+configuration, the meta-vs-baseline margin with its spread across seeds, seeds and wall time."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LOWER_IS_BETTER = {"mae", "rmse", "logloss"}
+COLUMNS = {"melu": ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3"),
+           "prequential": ("auc", "logloss", "rmse", "hr@10", "ndcg@10")}
+SPLITS = {"melu": ("warm", "new_users", "new_items", "new_users_new_items"),
+          "prequential": ("all", "hist_0", "hist_1_5", "hist_6_20", "hist_21_plus")}
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.generic):
+        return _clean(x.item())
+    return x
+
+
+def write_metrics(out: Path, protocol: str, dataset: str, seed: int, rows: list[dict[str, Any]],
+                  extra: dict[str, Any]) -> Path:
+    path = out / "metrics.json"
+    path.write_text(json.dumps(_clean({"protocol": protocol, "dataset": dataset, "seed": seed, "rows": rows,
+                                       **extra}), indent=2))
+    return path
+
+
+def margin(rows: list[dict[str, Any]], split: str, metric: str) -> dict[str, Any] | None:
+    """Best meta method vs best baseline on ``split``/``metric``, per seed: mean, spread, verdict.
+
+    The margin is positive when the meta method is better. It is a *win* when its mean exceeds
+    twice its standard deviation across seeds (and every seed agrees in sign), else a *tie*.
+    """
+    sel = [r for r in rows if r["split"] == split and r.get(metric) is not None]
+    meta = [r for r in sel if r["kind"] == "meta"]
+    base = [r for r in sel if r["kind"] == "baseline" and r.get("per_seed", {}).get(metric)]
+    if not meta or not base:
+        return None
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+    best_meta = max(meta, key=lambda r: sign * r[metric])
+    best_base = max(base, key=lambda r: sign * r[metric])
+    a = np.array(best_meta["per_seed"][metric], float)
+    b = np.array(best_base["per_seed"][metric], float)
+    n = min(len(a), len(b))
+    d = sign * (a[:n] - b[:n])
+    mean, sd = float(np.mean(d)), float(np.std(d)) if n > 1 else float("nan")
+    if n > 1 and mean > 2 * sd and (d > 0).all():
+        verdict = "win"
+    elif n > 1 and mean < -2 * sd and (d < 0).all():
+        verdict = "loss"
+    else:
+        verdict = "tie"
+    return {"split": split, "metric": metric, "meta": best_meta["method"], "baseline": best_base["method"],
+            "margin": mean, "spread": sd, "per_seed": d.tolist(), "verdict": verdict}
+
+
+def _fmt(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.4f}"
+
+
+def table(rows: list[dict[str, Any]], split: str, cols: tuple[str, ...]) -> list[str]:
+    sel = [r for r in rows if r["split"] == split]
+    if not sel:
+        return ["(no rows)"]
+    best = {}
+    for c in cols:
+        vals = [r[c] for r in sel if r.get(c) is not None]
+        if vals:
+            best[c] = min(vals) if c in LOWER_IS_BETTER else max(vals)
+    n = sel[0].get("n_users", sel[0].get("events", ""))
+    lines = [f"*{'users' if 'n_users' in sel[0] else 'events'}: {n}*", "",
+             "| method | kind | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+    for r in sel:
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            s = _fmt(v)
+            sd = r.get("std", {}).get(c)
+            if sd and v is not None:
+                s += f" ± {sd:.4f}"
+            cells.append(f"**{s}**" if v is not None and best.get(c) == v else s)
+        lines.append(f"| {r['method']} | {r['kind']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_report(out: Path, protocol: str, dataset: str, seed: int, result: dict[str, Any],
+                 notes: list[str], plots: list[str]) -> Path:
+    rows = result["rows"]
+    lines = [f"# metarec evaluate — {protocol} on {dataset}", "",
+             f"Seeds: {', '.join(map(str, result['seeds']))} (test repeated per seed; ± is the standard "
+             f"deviation across seeds). Wall time: {result['seconds']['total']:.0f} s "
+             f"(validation {result['seconds']['validation']:.0f} s).", ""]
+    lines += ["## Verdicts", ""]
+    for m in result.get("margins", []):
+        if m is None:
+            continue
+        better = "lower" if m["metric"] in LOWER_IS_BETTER else "higher"
+        lines.append(f"- **{m['split']} {m['metric']}**: best meta `{m['meta']}` vs best baseline "
+                     f"`{m['baseline']}`: margin {m['margin']:+.4f} ({better} is better; positive = meta better), "
+                     f"spread (sd over seeds) {m['spread']:.4f} → **{m['verdict']}**"
+                     + ("" if m["verdict"] == "win" else " (the meta method does not beat every baseline here)"))
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    for split in SPLITS[protocol]:
+        lines += [f"## {split}", ""] + table(rows, split, COLUMNS[protocol]) + [""]
+    if "support_curve" in result:
+        ks = sorted({k for c in result["support_curve"].values() for k in c})
+        lines += ["## MAE by support size (new users with ≥ 20 support events)", "",
+                  "| method | " + " | ".join(map(str, ks)) + " |", "|---|" + "---|" * len(ks)]
+        for name, c in result["support_curve"].items():
+            lines.append(f"| {name} | " + " | ".join(_fmt(c.get(k)) for k in ks) + " |")
+        lines.append("")
+    lines += ["## Configuration chosen on validation", "", "```json",
+              json.dumps(_clean(result["chosen"]), indent=2), "```", ""]
+    search = result.get("search", {})
+    for fam in ("meta", "global", "river"):
+        s = search.get(fam)
+        if s is not None:
+            lines.append(f"- search `{fam}`: {len(s.trials)} trials in {s.seconds:.0f} s, best validation "
+                         f"score {s.value:.4f}" + (" (cut short by the time limit)" if s.cut_short else ""))
+    lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path

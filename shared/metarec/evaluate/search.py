@@ -1,0 +1,79 @@
+"""Validation search with Optuna: one study per method family, the same trial budget for each.
+
+A study runs ``n_trials`` seeded TPE trials (deterministic for a seed) and stops early only
+if ``timeout_s`` runs out — then the report says the search was cut short, because a cut
+short search does not reproduce exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from metarec.evaluate.models import ADAPT, META_ALGORITHMS
+
+Objective = Callable[[dict[str, Any]], float]
+
+
+@dataclass
+class SearchResult:
+    best: dict[str, Any]  # parameters of the best trial
+    value: float  # its validation score (lower is better)
+    trials: list[dict[str, Any]] = field(default_factory=list)  # every trial: params + value
+    seconds: float = 0.0
+    cut_short: bool = False  # stopped by the time limit before n_trials
+
+    def best_where(self, **fixed: Any) -> dict[str, Any] | None:
+        """The best trial's parameters among trials with ``fixed`` values (e.g. an algorithm)."""
+        ok = [t for t in self.trials if all(t["params"].get(k) == v for k, v in fixed.items())]
+        ok = [t for t in ok if t["value"] == t["value"]]  # drop NaN
+        return min(ok, key=lambda t: t["value"])["params"] if ok else None
+
+
+def meta_space(trial: optuna.Trial) -> dict[str, Any]:
+    """Meta-learning: algorithm, inner learning rate and steps, adapted layers, outer learning rate."""
+    return {
+        "algorithm": trial.suggest_categorical("algorithm", list(META_ALGORITHMS)),
+        "inner_lr": trial.suggest_float("inner_lr", 1e-3, 1.0, log=True),
+        "inner_steps": trial.suggest_categorical("inner_steps", [1, 3, 5]),
+        "adapt": trial.suggest_categorical("adapt", list(ADAPT)),
+        "outer_lr": trial.suggest_float("outer_lr", 5e-4, 1e-2, log=True),
+    }
+
+
+def global_space(trial: optuna.Trial) -> dict[str, Any]:
+    """The global (non-meta) model: learning rate and weight decay (its fine-tuning is a grid)."""
+    return {
+        "lr": trial.suggest_float("lr", 5e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-1, log=True),
+    }
+
+
+def run_study(space: Callable[[optuna.Trial], dict[str, Any]], objective: Objective, n_trials: int,
+              timeout_s: float, seed: int, first: list[dict[str, Any]] | None = None,
+              on_trial: Callable[[int, float], None] | None = None) -> SearchResult:
+    """Minimize ``objective(params)`` over ``space``; ``first`` are trials enqueued before TPE."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=seed,
+                                                                                        n_startup_trials=4))
+    for params in first or []:
+        study.enqueue_trial(params)
+    t0 = time.monotonic()
+    done = 0
+    for k in range(n_trials):
+        if time.monotonic() - t0 > timeout_s:
+            break
+        trial = study.ask()
+        params = space(trial)
+        value = float(objective(params))
+        study.tell(trial, value if value == value else float("inf"))
+        done = k + 1
+        if on_trial:
+            on_trial(done, value)
+    trials = [{"params": t.params, "value": t.value} for t in study.trials if t.value is not None]
+    best = study.best_trial
+    return SearchResult(best.params, float(best.value), trials, time.monotonic() - t0, done < n_trials)

@@ -1,0 +1,83 @@
+"""Shared fixtures: a real Kafka broker, a small trained model, MovieLens when present.
+
+The broker: ``METAREC_KAFKA_BOOTSTRAP`` if set, else the project's own Apache Kafka started
+on port 19092 with its own state folder (``deploy/kafka/kafka.sh``) and stopped at the end
+if this session started it. In CI (``CI=true``) broker tests never skip: a broker that will
+not start fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+TEST_KAFKA_PORT = os.environ.get("METAREC_TEST_KAFKA_PORT", "19092")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    given = os.environ.get("METAREC_KAFKA_BOOTSTRAP")
+    if given:
+        yield given
+        return
+    env = {**os.environ, "METAREC_KAFKA_PORT": TEST_KAFKA_PORT,
+           "METAREC_KAFKA_STATE": str(ROOT / ".state" / "kafka-test")}
+    script = ROOT / "deploy" / "kafka" / "kafka.sh"
+    up = subprocess.run(["bash", str(script), "up"], env=env, capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"could not start the test Kafka broker: {up.stderr.strip() or up.stdout.strip()}")
+    started = "already running" not in up.stdout
+    try:
+        yield f"127.0.0.1:{TEST_KAFKA_PORT}"
+    finally:
+        if started:
+            subprocess.run(["bash", str(script), "down"], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def topic_names() -> dict[str, str]:
+    """Fresh, uuid-named topics (and consumer group) for one test."""
+    tag = uuid.uuid4().hex[:10]
+    return {
+        "METAREC_TOPIC_EVENTS": f"t-{tag}-events",
+        "METAREC_TOPIC_RECOMMENDATIONS": f"t-{tag}-recs",
+        "METAREC_TOPIC_DEAD_LETTER": f"t-{tag}-dlq",
+        "METAREC_APP_ID": f"t-{tag}-adapter",
+    }
+
+
+@pytest.fixture(scope="session")
+def sim_events() -> list:
+    """A small seeded simulated log: 120 users, 80 items."""
+    from metarec.data.simulate import SimConfig, simulate
+
+    return simulate(SimConfig(users=120, items=80, mean_events=30, seed=7))
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, sim_events: list) -> Path:
+    """A model meta-trained briefly on :func:`sim_events` (a real model directory)."""
+    import torch
+
+    from metarec.meta import TrainConfig
+    from metarec.train import train
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("models")
+    return train(sim_events, out, {"hidden": (32, 16), "dim": 8},
+                 TrainConfig(steps=40, time_budget_s=60, meta_batch=16, seed=1), source="sim")
+
+
+@pytest.fixture(scope="session")
+def ml100k() -> Path:
+    path = SHARED_DATA / "ml-100k"
+    if not (path / "u.data").exists():
+        pytest.skip(f"MovieLens 100K not found at {path} (the data is not redistributed with metarec)")
+    return path

@@ -1,0 +1,96 @@
+"""Event validation as data, the per-user state transition, and top-K."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from metarec import state as st
+from metarec.events import Event, Invalid, decode, encode, new_event
+from metarec.score import top_k
+
+GOOD = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "kind": "click", "value": 1, "ts": 1.5,
+        "context": {"device": "mobile"}}
+
+
+def raw(**over: object) -> bytes:
+    d = {**GOOD, **over}
+    return json.dumps({k: v for k, v in d.items() if v is not ...}).encode()
+
+
+def test_a_valid_event_round_trips() -> None:
+    ev = decode(raw())
+    assert isinstance(ev, Event) and ev.user_id == "u1" and ev.context == {"device": "mobile"}
+    assert decode(encode(ev)) == ev
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b"{not json", "bad_json"),
+    (b"[1, 2]", "bad_type"),
+    (raw(user_id=...), "missing_field"),
+    (raw(user_id=42), "bad_type"),
+    (raw(value="1"), "bad_type"),
+    (raw(value=True), "bad_type"),
+    (b'{"event_id":"e","user_id":"u","item_id":"i","kind":"click","value":NaN,"ts":1}', "bad_json"),
+    (raw(kind="rate", value=float("inf")), "bad_json"),  # Infinity is not JSON
+    (raw(kind="rate", value=11), "bad_value"),
+    (raw(kind="teleport"), "unknown_kind"),
+    (raw(value=0.5), "bad_value"),
+    (raw(ts=-1), "bad_value"),
+    (raw(context={"a": 1}), "bad_type"),
+    (raw(context={str(i): "x" for i in range(40)}), "bad_value"),
+    (raw(user_id=""), "bad_value"),
+    (b"x" * 10_000, "oversized"),
+    (None, "missing_field"),
+])
+def test_invalid_events_are_data_with_a_reason(payload: bytes | None, reason: str) -> None:
+    out = decode(payload)
+    assert isinstance(out, Invalid), out
+    assert out.reason == reason, out.detail
+    assert out.detail
+    assert out.raw == (payload or b"")
+
+
+def test_nan_literal_in_json_is_rejected_even_if_parsed() -> None:
+    out = decode(raw(kind="rate", value=float("nan")))  # json.dumps writes NaN
+    assert isinstance(out, Invalid) and out.reason in ("bad_json", "bad_value")
+
+
+def ev(i: int, item: str = "a", user: str = "u") -> Event:
+    return new_event(user, item, "click", 1, ts=float(i), event_id=f"e{i}")
+
+
+def test_step_buffers_counts_and_bounds() -> None:
+    s, new = st.step(None, [ev(0, "a"), ev(1, "b")], buffer_size=3, consumed_size=2)
+    assert s.events_seen == 2 and len(new) == 2 and s.last_event_ts == 1.0
+    s, new = st.step(s, [ev(2, "c"), ev(3, "a")], buffer_size=3, consumed_size=2)
+    assert s.events_seen == 4
+    assert [b.item_id for b in s.buffer] == ["b", "c", "a"]  # oldest dropped
+    assert s.consumed == ("c", "a")  # bounded, most recent last, no duplicates
+
+
+def test_step_drops_redelivered_events() -> None:
+    s, _ = st.step(None, [ev(0), ev(1)])
+    s2, new = st.step(s, [ev(1)])
+    assert new == () and s2 == s
+
+
+def test_step_refuses_mixed_users() -> None:
+    with pytest.raises(ValueError, match="one user per call"):
+        st.step(None, [ev(0, user="a"), ev(1, user="b")])
+
+
+def test_state_serialization_round_trips() -> None:
+    s, _ = st.step(None, [ev(0), ev(1, "b")])
+    assert st.loads(st.dumps(s)) == s
+
+
+def test_top_k_excludes_and_orders() -> None:
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]], np.float32)
+    cols, vals = top_k(scores, 2, [{1}, set()])
+    assert cols.tolist() == [[3, 2], [0, 1]]
+    assert vals[0].tolist() == pytest.approx([0.7, 0.5])
+    cols, vals = top_k(scores, 4, [{0, 1, 2}, set()])
+    assert cols[0, 0] == 3 and np.isneginf(vals[0, 1:]).all()
