@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from metarec.adapt import Support, adapt, adapt_loop
+from metarec.model import ModelConfig, RecModel
 
 from bench import common
 from bench.fastadapt import adapt_explicit
-from metarec.adapt import Support, adapt, adapt_loop
-from metarec.model import ModelConfig, RecModel
 
 
 def adaptation_flops(cfg: ModelConfig, support: int, steps: int) -> float:
@@ -44,7 +44,7 @@ def run(quick: bool) -> dict[str, Any]:
     model = RecModel(cfg).eval()
     s, steps, lr = cfg.buffer_size, cfg.inner_steps, cfg.inner_lr
     sizes = [1, 4, 16, 64, 256, 1024] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
-    rounds = 3 if quick else 5
+    rounds = 2 if quick else 5
     loop_users = 8 if quick else 24
     min_s = 0.15 if quick else 0.4
     flops = adaptation_flops(cfg, s, steps)

@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from bench import common
-from bench.fastadapt import adapt_explicit
 from metarec import artifact
 from metarec.adapt import Support, predict_rows
 from metarec.features import target
 from metarec.model import hash_context
 from metarec.quality import auc
+
+from bench import common
+from bench.fastadapt import adapt_explicit
 
 
 def _river(evs: list, held: set[str], cfg: Any) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def _ours(evs: list, held: set[str], bundle: artifact.Bundle, chunk: int = 256) 
 
 def _quality(y: np.ndarray, p: np.ndarray, cfg: Any) -> dict[str, float]:
     pos = y >= cfg.rating_threshold if cfg.mode == "rating" else y > 0.5
-    return {"rmse": float(np.sqrt(np.mean((p - y) ** 2))), "auc": auc(pos.astype(float), p), "n": int(len(y))}
+    return {"rmse": float(np.sqrt(np.mean((p - y) ** 2))), "auc": auc(pos.astype(float), p), "n": len(y)}
 
 
 def run(quick: bool, model_dir: Any) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import common
 
 common.set_threads(1)
 
@@ -47,7 +47,6 @@ def _broker() -> tuple[str, dict[str, str] | None]:
 
 def _train(tmp: Path, quick: bool) -> Path:
     import torch
-
     from metarec.meta import TrainConfig
     from metarec.train import train
 
@@ -90,7 +89,7 @@ def main() -> None:
             t = time.time()
             bootstrap, own = _broker()
             try:
-                variants = ["current"] if args.quick else ["current", "explicit"]
+                variants = ["current"] if args.quick else ["current", "proposed"]
                 runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in variants]
             finally:
                 if own is not None:

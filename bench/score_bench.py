@@ -14,12 +14,19 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from bench import common
 from metarec.artifact import export_onnx
 from metarec.candidates import CandidateIndex
 from metarec.model import ModelConfig, RecModel
-from metarec.score import OnnxCandidateScorer, OnnxScorer, TorchCandidateScorer, TorchScorer, top_k, top_k_items
+from metarec.score import (
+    OnnxCandidateScorer,
+    OnnxScorer,
+    TorchCandidateScorer,
+    TorchScorer,
+    top_k,
+    top_k_items,
+)
+
+from bench import common
 
 
 def run(quick: bool, candidates: int = 500) -> dict[str, Any]:

@@ -8,7 +8,6 @@ Every run uses fresh topic names, so a rerun never sees an earlier run's state.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -81,7 +80,8 @@ def main() -> None:
             "--budget-seconds", "110", env=env)
         say("starting the adapter worker")
         log = open(STATE / "worker.log", "wb")
-        worker = subprocess.Popen([sys.executable, "-m", "metarec", "worker", "--loglevel", os.environ.get("METAREC_DEMO_LOGLEVEL", "warning")],
+        level = os.environ.get("METAREC_DEMO_LOGLEVEL", "warning")
+        worker = subprocess.Popen([sys.executable, "-m", "metarec", "worker", "--loglevel", level],
                                   env=env, stdout=log, stderr=subprocess.STDOUT)
         wait_http(f"http://127.0.0.1:{env['METAREC_WEB_PORT']}/metrics", 120, worker)
         recs, users = consume_while_replaying(env)
@@ -154,7 +154,6 @@ def show_metrics(text: str) -> None:
     say("worker metrics:")
     for ln in lines:
         print("  " + ln)
-    print(json.dumps({"metrics_lines": len(text.splitlines())}), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,19 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_KAFKA_PORT = os.environ.get("METAREC_TEST_KAFKA_PORT", "19092")
 
 
+NEVER_SKIP_IN_CI = ("kafka", "prometheus", "deploy")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """In CI, a broker, Prometheus or deploy test that skips is a failure."""
+    outcome = yield
+    rep = outcome.get_result()  # type: ignore[attr-defined]
+    if os.environ.get("CI") and rep.skipped and any(item.get_closest_marker(m) for m in NEVER_SKIP_IN_CI):
+        rep.outcome = "failed"
+        rep.longrepr = f"{item.nodeid} must not skip in CI: {rep.longrepr}"
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     given = os.environ.get("METAREC_KAFKA_BOOTSTRAP")

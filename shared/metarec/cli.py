@@ -42,7 +42,8 @@ def simulate(
 ) -> None:
     """Write a synthetic event log from the seeded simulator."""
     from metarec.data import write_jsonl
-    from metarec.data.simulate import SimConfig, simulate as run
+    from metarec.data.simulate import SimConfig
+    from metarec.data.simulate import simulate as run
 
     events = run(SimConfig(users=users, items=items, mean_events=mean_events, seed=seed))
     n = write_jsonl(events, out_path)
@@ -103,8 +104,8 @@ def worker(
 
     over = {k: v for k, v in {"model_dir": model_dir, "web_port": web_port}.items() if v is not None}
     settings = WorkerSettings(**over)
+    adapter = create_app(settings)  # loads and checks the model first: a bad model dir fails fast
     ensure_topics(settings)
-    adapter = create_app(settings)
     sys.argv = [sys.argv[0]]  # faust's worker reads argv; ours are already parsed
     Worker(adapter.app, loglevel=loglevel).execute_from_commandline()
 
@@ -120,7 +121,8 @@ def replay(
 ) -> None:
     """Stream an event log into the events topic in time order, at --rate events/s."""
     from metarec.data import load_events
-    from metarec.kafka_io import ensure_topics, replay as run
+    from metarec.kafka_io import ensure_topics
+    from metarec.kafka_io import replay as run
     from metarec.settings import KafkaSettings
 
     settings = KafkaSettings()

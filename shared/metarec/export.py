@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 import torch
 import typer
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 from torch import Tensor, nn
 
 from metarec.artifact import ONNX_OPSET
@@ -82,8 +82,8 @@ class UserTemplate:
         nodes = list(g.node)
         del g.node[:]
         g.node.extend(pre + nodes)
-        for k, v in (metadata or {}).items():
-            model.metadata_props.append(onnx.StringStringEntryProto(key=k, value=v))
+        for key, value in (metadata or {}).items():
+            model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
         model.metadata_props.append(onnx.StringStringEntryProto(key="user_id", value=" " * 128))
         onnx.checker.check_model(model)
 
@@ -143,9 +143,11 @@ class UserGraph(nn.Module):
 
     def forward(self, ctx: Tensor) -> Tensor:
         b = ctx.shape[0]
-        fast = {n: getattr(self, f"fast_{i}").expand(b, *getattr(self, f"fast_{i}").shape[1:])
-                for i, n in enumerate(self.names)}
-        return score_matrix(self.model, fast, self.user.expand(b), ctx, self.items)
+        fast = {}
+        for i, n in enumerate(self.names):
+            w = self.get_buffer(f"fast_{i}")
+            fast[n] = w.expand(b, *w.shape[1:])
+        return score_matrix(self.model, fast, self.get_buffer("user").expand(b), ctx, self.get_buffer("items"))
 
 
 def export_retraced(model: RecModel, user_index: int, fast: Mapping[str, Tensor], path: Path | io.BytesIO) -> None:
@@ -154,7 +156,8 @@ def export_retraced(model: RecModel, user_index: int, fast: Mapping[str, Tensor]
     ctx = torch.zeros(2, model.cfg.max_context, dtype=torch.long)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (ctx,), path if isinstance(path, io.BytesIO) else str(path), dynamo=False,
+        torch.onnx.export(graph, (ctx,), path if isinstance(path, io.BytesIO) else str(path),  # type: ignore[arg-type]
+                          dynamo=False,
                           opset_version=ONNX_OPSET, input_names=[CTX_INPUT], output_names=["scores"],
                           dynamic_axes={CTX_INPUT: {0: "batch"}, "scores": {0: "batch"}})
 

@@ -132,7 +132,8 @@ def export_candidate_onnx(model: RecModel, path: Path | io.BytesIO) -> None:
             torch.ones(b, c, dtype=torch.long), *fast)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(CandidateGraph(model).eval(), args, path if isinstance(path, io.BytesIO) else str(path),
+        torch.onnx.export(CandidateGraph(model).eval(), args,
+                          path if isinstance(path, io.BytesIO) else str(path),  # type: ignore[arg-type]
                           dynamo=False, opset_version=ONNX_OPSET, input_names=names, output_names=["scores"],
                           dynamic_axes=axes)
 

@@ -56,7 +56,8 @@ class WorkerProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         # the next start must see "Ready" anew
-        self.log_path.write_text(self.log_path.read_text(errors="replace").replace("Worker]: Ready", "Worker]: was ready"))
+        text = self.log_path.read_text(errors="replace")
+        self.log_path.write_text(text.replace("Worker]: Ready", "Worker]: was ready"))
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:

@@ -23,7 +23,7 @@ K8S_VERSION = "1.33.0"
 OVERLAYS = ("dev", "prod")
 SETTINGS_ENV = {f"METAREC_{n.upper()}" for n in WorkerSettings.model_fields}
 # Read by the worker for Kafka static membership but not (yet) a WorkerSettings field.
-PENDING_SETTINGS = {"METAREC_GROUP_INSTANCE_ID"}
+PENDING_SETTINGS: set[str] = set()  # env names the manifests may set before a settings field exists
 CRD_SCHEMAS = {
     ("kafka.strimzi.io/v1beta2", "Kafka"): "kafka.strimzi.io/kafka_v1beta2.yaml",
     ("kafka.strimzi.io/v1beta2", "KafkaNodePool"): "kafka.strimzi.io/kafkanodepool_v1beta2.yaml",

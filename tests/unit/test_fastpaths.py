@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from metarec.adapt import Support, adapt, adapt_loop
 from metarec.artifact import Bundle, export_onnx
 from metarec.candidates import CandidateIndex, item_neighbours
@@ -26,8 +25,14 @@ from metarec.events import new_event
 from metarec.model import ModelConfig, RecModel, Vocab
 from metarec.pipeline import Pending
 from metarec.recommend import Recommender
-from metarec.score import (OnnxCandidateScorer, OnnxScorer, TorchCandidateScorer, TorchScorer, top_k,
-                           top_k_items)
+from metarec.score import (
+    OnnxCandidateScorer,
+    OnnxScorer,
+    TorchCandidateScorer,
+    TorchScorer,
+    top_k,
+    top_k_items,
+)
 from metarec.state import step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,7 +190,7 @@ def test_candidate_scoring_equals_full_scoring_on_the_candidates() -> None:
     o = OnnxCandidateScorer(model).score(users, ctx, fast, items)
     np.testing.assert_allclose(t[valid], np.take_along_axis(full, items - 1, axis=1)[valid], atol=TOL)
     np.testing.assert_allclose(o[valid], t[valid], atol=TOL)
-    cols, vals = top_k_items(o, items, valid, 3)
+    cols, _ = top_k_items(o, items, valid, 3)
     for b in range(len(sup)):
         ranked = sorted(items[b][valid[b]].tolist(), key=lambda i: -full[b, i - 1])[:3]
         assert (cols[b] + 1).tolist() == ranked
