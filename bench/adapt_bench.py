@@ -43,10 +43,10 @@ def run(quick: bool) -> dict[str, Any]:
     cfg = ModelConfig(n_users=common.ML_USERS + 1, n_items=common.ML_ITEMS + 1)
     model = RecModel(cfg).eval()
     s, steps, lr = cfg.buffer_size, cfg.inner_steps, cfg.inner_lr
-    sizes = [1, 4, 16, 64, 256, 1024] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    sizes = [1, 16, 64, 256, 1024] if quick else [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]
     rounds = 2 if quick else 5
     loop_users = 8 if quick else 24
-    min_s = 0.15 if quick else 0.4
+    min_s = 0.08 if quick else 0.4
     flops = adaptation_flops(cfg, s, steps)
     sups = {b: _support(cfg, b, s, b) for b in sizes}
     loop_sup = _support(cfg, loop_users, s, 99)

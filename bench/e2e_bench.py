@@ -152,8 +152,8 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "current",
                              topic_recommendations=env_topics["METAREC_TOPIC_RECOMMENDATIONS"],
                              topic_dead_letter=env_topics["METAREC_TOPIC_DEAD_LETTER"])
     ensure_topics(settings)
-    n_sat = 3_000 if quick else 12_000
-    phase_s = 6.0 if quick else 20.0
+    n_sat = 1_500 if quick else 12_000
+    phase_s = 5.0 if quick else 20.0
     ctx = mp.get_context("fork")
 
     backlog = _prefixed(evs, "s-", n_sat)

@@ -53,7 +53,7 @@ def _train(tmp: Path, quick: bool) -> Path:
     evs, source = common.events()
     mode = "rating" if source == "movielens-100k" else "binary"
     torch.set_num_threads(2)  # training is not measured
-    d = train(evs, tmp / "models", {"mode": mode}, TrainConfig(time_budget_s=12 if quick else 60, seed=0),
+    d = train(evs, tmp / "models", {"mode": mode}, TrainConfig(time_budget_s=6 if quick else 60, seed=0),
               source=source)
     torch.set_num_threads(1)
     return d

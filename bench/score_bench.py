@@ -32,7 +32,7 @@ from bench import common
 def run(quick: bool, candidates: int = 500) -> dict[str, Any]:
     catalogs = [1_000, 10_000, 100_000]
     rounds = 2 if quick else 4
-    batch = {1_000: 64, 10_000: 64, 100_000: 4 if quick else 16}
+    batch = {1_000: 64, 10_000: 32 if quick else 64, 100_000: 2 if quick else 16}
     out: dict[str, Any] = {"batch_users": batch, "candidates": candidates, "catalogs": {}}
     rows = []
     rng = np.random.default_rng(0)

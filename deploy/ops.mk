@@ -9,7 +9,7 @@ KUSTOMIZE := $(OPS_BIN)/kustomize
 OPS_PYTHON ?= .venv/bin/python
 K8S_OVERLAYS := dev prod
 
-.PHONY: ops-tools prometheus-install kustomize-install prometheus-check k8s-render k8s-validate deploy-test compose-config
+.PHONY: ops-tools prometheus-install kustomize-install prometheus-check k8s-render k8s-validate deploy-test compose-config prometheus-live-test
 
 ops-tools: prometheus-install kustomize-install ## install promtool (apt) and kustomize (Go module proxy) for the deploy tests
 	@echo "ops-tools: promtool $$(promtool --version 2>&1 | sed -n '1s/^promtool, version \([^ ]*\).*/\1/p'), kustomize $$($(KUSTOMIZE) version)"
@@ -27,6 +27,9 @@ kustomize-install: ## build the pinned kustomize into $(METAREC_CACHE)/bin (need
 prometheus-check: prometheus-install ## promtool: check the config and rules, run the alert unit tests
 	promtool check config deploy/prometheus/prometheus.yml
 	promtool test rules deploy/prometheus/tests/alerts_test.yml
+
+prometheus-live-test: venv prometheus-install ## a real Prometheus scrapes a live worker: every dashboard/rule expression returns series
+	$(OPS_PYTHON) -m pytest tests/ops/test_prometheus_live.py -q -m prometheus
 
 k8s-render: kustomize-install ## render every overlay to .state/k8s/<overlay>.yaml
 	@mkdir -p .state/k8s

@@ -9,11 +9,13 @@ breaks table writes (faust issue #497).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -27,6 +29,7 @@ from metarec.pipeline import Applied, Pending, apply
 from metarec.quality import Rolling
 from metarec.recommend import Recommendation, Timings
 from metarec.settings import WorkerSettings
+from metarec.state import Buffered
 from services.adapter.bootstrap import Services, bootstrap
 
 log = logging.getLogger("metarec.adapter")
@@ -49,6 +52,8 @@ class Adapter:
         self.latest: OrderedDict[str, Recommendation] = OrderedDict()  # last recommendation per user (a cache)
         self.offsets: dict[int, int] = {}  # last processed offset per events partition
         self.quality = {"init": Rolling(s.quality_window), "adapted": Rolling(s.quality_window)}
+        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metarec-compute")
+        self._flushing = asyncio.Lock()
         self.app = faust.App(
             s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
             broker_credentials=_credentials(s), store=s.store, datadir=str(s.data_dir),
@@ -97,31 +102,45 @@ class Adapter:
         self.table[key] = st.dumps(out.state)
         self.pending.touch(out.state, out.new, kafka_ts or time.time())
         if len(self.pending) >= s.batch_max_users:
-            await self.flush()
+            await self.flush(wait=True)
 
-    async def flush(self) -> None:
-        """Adapt, score and publish for every pending user, ``batch_max_users`` at a time."""
+    async def flush(self, wait: bool = False) -> None:
+        """Adapt, score and publish for the pending users, ``batch_max_users`` at a time.
+
+        The compute runs on one worker thread (torch and onnxruntime release the GIL), so the
+        agent keeps consuming meanwhile and the next batch grows. The timer skips while a
+        flush runs; the agent (``wait=True``) waits for it, which is the backpressure.
+        """
+        if self._flushing.locked() and not wait:
+            return
+        async with self._flushing:
+            loop = asyncio.get_running_loop()
+            rounds = 0
+            while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
+                rounds += 1
+                batch = self.pending.take(self.settings.batch_max_users)
+                states, news = [t.state for t in batch], [t.new for t in batch]
+                recs = await loop.run_in_executor(self._compute, self._recommend, states, news)
+                for t, rec in zip(batch, recs):
+                    self._remember(rec)
+                    await self.send_rec(rec)
+                    self.metrics.recommendations_emitted.inc()
+                    self.metrics.event_to_recommendation_seconds.observe(max(0.0, time.time() - t.first_seen))
+
+    def _recommend(self, states: list[st.UserState], news: list[list[Buffered]]) -> list[Recommendation]:
+        """Live quality first (predictions made before learning), then adapt + score. Compute thread."""
         m = self.metrics
-        rounds = 0
-        while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
-            rounds += 1
-            batch = self.pending.take(self.settings.batch_max_users)
-            states = [t.state for t in batch]
-            live = self.recommender.live_predictions(states, [t.new for t in batch])
-            for name, preds in (("init", live.init), ("adapted", live.adapted)):
-                for y, p in zip(live.y, preds):
-                    self.quality[name].add(y, p)
-                m.live_predictions.labels(name).inc(len(preds))
-            timings = Timings()
-            recs = self.recommender.recommend(states, timings=timings)
-            m.adapt_seconds.observe(timings.adapt_s)
-            m.adapt_batch_users.observe(len(states))
-            m.score_seconds.observe(timings.score_s)
-            for t, rec in zip(batch, recs):
-                self._remember(rec)
-                await self.send_rec(rec)
-                m.recommendations_emitted.inc()
-                m.event_to_recommendation_seconds.observe(max(0.0, time.time() - t.first_seen))
+        live = self.recommender.live_predictions(states, news)
+        for name, preds in (("init", live.init), ("adapted", live.adapted)):
+            for y, p in zip(live.y, preds):
+                self.quality[name].add(y, p)
+            m.live_predictions.labels(name).inc(len(preds))
+        timings = Timings()
+        recs = self.recommender.recommend(states, timings=timings)
+        m.adapt_seconds.observe(timings.adapt_s)
+        m.adapt_batch_users.observe(len(states))
+        m.score_seconds.observe(timings.score_s)
+        return recs
 
     def _remember(self, rec: Recommendation) -> None:
         self.latest[rec.user_id] = rec
@@ -131,10 +150,8 @@ class Adapter:
 
     async def update_gauges(self) -> None:
         m = self.metrics
-        for name, window in self.quality.items():
-            if len(window) >= 10:
-                m.live_auc.labels(name).set(window.auc())
-                m.live_logloss.labels(name).set(window.logloss())
+        # the windows are filled on the compute thread: read them there too
+        await asyncio.get_running_loop().run_in_executor(self._compute, self._quality_gauges)
         m.active_users.set(len(self.table))
         consumer = self.app.consumer
         for tp in consumer.assignment():
@@ -145,8 +162,15 @@ class Adapter:
             except Exception:  # noqa: BLE001 - highwater is unknown until the first fetch
                 continue
             done = self.offsets.get(tp.partition)
-            pos = done + 1 if done is not None else (consumer._committed_offset.get(tp) or 0)
+            committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
+            pos = done + 1 if done is not None else (committed.get(tp) or 0)
             m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, (hw or 0) - pos))
+
+    def _quality_gauges(self) -> None:
+        for name, window in self.quality.items():
+            if len(window) >= 10:
+                self.metrics.live_auc.labels(name).set(window.auc())
+                self.metrics.live_logloss.labels(name).set(window.logloss())
 
     async def _send_rec(self, rec: Recommendation) -> None:
         await self.recs_topic.send(key=rec.user_id.encode(), value=_json(rec))
@@ -165,14 +189,16 @@ class Adapter:
 
         @app.page("/users/{user_id}/recommendations")
         class UserRecs(View):
-            @app.table_route(table=adapter.table, match_info="user_id")
+            @app.table_route(table=adapter.table, match_info="user_id")  # type: ignore[arg-type]
             async def get(self, request: Request, user_id: str) -> Response:
                 rec = adapter.latest.get(user_id)
                 if rec is None:
                     raw = adapter.table.get(user_id.encode())
                     if raw is None:
                         return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
-                    rec = adapter.recommender.recommend([st.loads(raw)])[0]
+                    state = st.loads(raw)
+                    loop = asyncio.get_running_loop()
+                    rec = (await loop.run_in_executor(adapter._compute, adapter.recommender.recommend, [state]))[0]
                     adapter._remember(rec)
                 return self.bytes(_json(rec), content_type="application/json")
 

@@ -42,6 +42,7 @@ class CatalogGraph(nn.Module):
         super().__init__()
         self.model = model
         self.names = model.adapted_names()
+        self.items: Tensor
         self.register_buffer("items", torch.arange(1, model.cfg.n_items, dtype=torch.long))
 
     def forward(self, users: Tensor, ctx: Tensor, *fast: Tensor) -> Tensor:

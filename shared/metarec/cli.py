@@ -10,7 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -93,7 +93,7 @@ def train(
 def worker(
     model_dir: Annotated[Path | None, typer.Option(help="Model directory (default METAREC_MODEL_DIR).")] = None,
     web_port: Annotated[int | None, typer.Option(help="Port of /metrics and /users/{id}/recommendations.")] = None,
-    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+    loglevel: Annotated[str | None, typer.Option(help="Log level (default METAREC_LOG_LEVEL).")] = None,
 ) -> None:
     """Run the adapter worker (faust): consume events, adapt per user, publish top-K."""
     from faust.worker import Worker
@@ -102,12 +102,12 @@ def worker(
     from metarec.settings import WorkerSettings
     from services.adapter import create_app
 
-    over = {k: v for k, v in {"model_dir": model_dir, "web_port": web_port}.items() if v is not None}
+    over: dict[str, Any] = {k: v for k, v in {"model_dir": model_dir, "web_port": web_port}.items() if v is not None}
     settings = WorkerSettings(**over)
     adapter = create_app(settings)  # loads and checks the model first: a bad model dir fails fast
     ensure_topics(settings)
     sys.argv = [sys.argv[0]]  # faust's worker reads argv; ours are already parsed
-    Worker(adapter.app, loglevel=loglevel).execute_from_commandline()
+    Worker(adapter.app, loglevel=loglevel or settings.log_level).execute_from_commandline()
 
 
 @app.command()
@@ -169,6 +169,16 @@ def topics(partitions: Annotated[int | None, typer.Option(min=1, help="Partition
 
     created = ensure_topics(KafkaSettings(), partitions)
     out.print("created: " + (", ".join(created) if created else "nothing (all exist)"))
+
+
+def _register_extensions() -> None:
+    """Commands that live beside the modules they drive."""
+    from metarec.export import export
+
+    app.command()(export)
+
+
+_register_extensions()
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -17,6 +18,16 @@ from metarec.adapt import Support
 from metarec.events import Event, label
 from metarec.model import ModelConfig, Vocab, hash_context
 from metarec.state import Buffered
+
+
+@lru_cache(maxsize=65536)
+def _ctx_ids(fields: tuple[tuple[str, str], ...], buckets: int, width: int) -> tuple[int, ...]:
+    return tuple(hash_context(dict(fields), buckets, width))
+
+
+def context_ids(context: dict[str, str], cfg: ModelConfig) -> tuple[int, ...]:
+    """Hashed context feature ids, memoized: live contexts come from a small set of values."""
+    return _ctx_ids(tuple(sorted(context.items())), cfg.n_context_buckets, cfg.max_context)
 
 
 def target(kind: str, value: float, cfg: ModelConfig) -> float | None:
@@ -47,7 +58,7 @@ class EventTable:
             y = target(e.kind, e.value, cfg)
             if y is None:
                 continue
-            row = (e.ts, vocab.item(e.item_id), hash_context(e.context, cfg.n_context_buckets, cfg.max_context), y)
+            row = (e.ts, vocab.item(e.item_id), list(context_ids(e.context, cfg)), y)
             by_user.setdefault(e.user_id, []).append(row)
         users = sorted(by_user)
         rows = [r for u in users for r in sorted(by_user[u], key=lambda r: r[0])]
@@ -99,7 +110,7 @@ def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buf
         for k, ev in enumerate(buf):
             t = target(ev.kind, ev.value, cfg)
             items[j, k] = vocab.item(ev.item_id)
-            ctx[j, k] = hash_context(ev.context, cfg.n_context_buckets, f)
+            ctx[j, k] = context_ids(ev.context, cfg)
             if t is not None:
                 y[j, k], mask[j, k] = t, 1.0
     users = np.array([vocab.user(u) for u in user_ids], np.int64)
@@ -109,5 +120,4 @@ def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buf
 
 def current_context(buffer: Sequence[Buffered], cfg: ModelConfig) -> list[int]:
     """Context feature ids of the user's newest event (the context we recommend for)."""
-    ctx = buffer[-1].context if buffer else {}
-    return hash_context(ctx, cfg.n_context_buckets, cfg.max_context)
+    return list(context_ids(buffer[-1].context if buffer else {}, cfg))

@@ -20,8 +20,7 @@ import torch
 
 from metarec.adapt import Fast, adapt, predict_rows
 from metarec.artifact import Bundle
-from metarec.features import current_context, support_from_buffers, target
-from metarec.model import hash_context
+from metarec.features import context_ids, current_context, support_from_buffers, target
 from metarec.score import Scorer, top_k
 from metarec.state import Buffered, UserState
 
@@ -86,29 +85,38 @@ class Recommender:
 
     def live_predictions(self, states: Sequence[UserState], new: Sequence[Sequence[Buffered]]) -> LiveSample:
         """Predict each user's ``new`` labelled events with the init and with their previous
-        adapted weights (only where those exist, or the user had no earlier events)."""
+        adapted weights (only where those exist, or the user had no earlier events), in two
+        batched calls."""
         out = LiveSample()
         if self.cfg.mode != "binary":
             return out
         vocab, cfg = self.bundle.vocab, self.cfg
+        rows: list[tuple[UserState, list[tuple[Buffered, float]], dict[str, np.ndarray] | None]] = []
         for st, evs in zip(states, new):
-            rows = [(e, t) for e in evs if (t := target(e.kind, e.value, cfg)) is not None]
-            if not rows:
-                continue
+            labelled = [(e, t) for e in evs if (t := target(e.kind, e.value, cfg)) is not None]
             prior = self.cache.get(st.user_id)
-            if prior is None and st.events_seen > len(evs):
-                continue  # adapted weights from before these events are not at hand
-            items = torch.tensor([[vocab.item(e.item_id) for e, _ in rows]])
-            ctx = torch.tensor([[hash_context(e.context, cfg.n_context_buckets, cfg.max_context) for e, _ in rows]])
-            user = torch.tensor([vocab.user(st.user_id)])
-            with torch.no_grad():
-                init = {k: v.unsqueeze(0) for k, v in self.init.items()}
-                p_init = torch.sigmoid(predict_rows(self.model, init, user, items, ctx))[0]
-                fast = init if prior is None else {k: torch.from_numpy(v).unsqueeze(0) for k, v in prior.items()}
-                p_ad = torch.sigmoid(predict_rows(self.model, fast, user, items, ctx))[0]
-            out.y += [t for _, t in rows]
-            out.init += p_init.tolist()
-            out.adapted += p_ad.tolist()
+            if labelled and (prior is not None or st.events_seen <= len(evs)):
+                rows.append((st, labelled, prior))  # else: weights from before these events are gone
+        if not rows:
+            return out
+        r, q = len(rows), max(len(lab) for _, lab, _ in rows)
+        items = np.zeros((r, q), np.int64)
+        ctx = np.zeros((r, q, cfg.max_context), np.int64)
+        for j, (_, lab, _) in enumerate(rows):
+            items[j, :len(lab)] = [vocab.item(e.item_id) for e, _ in lab]
+            ctx[j, :len(lab)] = [context_ids(e.context, cfg) for e, _ in lab]
+        users = torch.tensor([vocab.user(st.user_id) for st, _, _ in rows])
+        init = {k: v.unsqueeze(0).expand(r, *v.shape) for k, v in self.init.items()}
+        adapted = {k: torch.stack([torch.from_numpy(p[k]) if p is not None else self.init[k] for _, _, p in rows])
+                   for k in self.init}
+        it, cx = torch.from_numpy(items), torch.from_numpy(ctx)
+        with torch.no_grad():
+            p_init = torch.sigmoid(predict_rows(self.model, init, users, it, cx)).numpy()
+            p_ad = torch.sigmoid(predict_rows(self.model, adapted, users, it, cx)).numpy()
+        for j, (_, lab, _) in enumerate(rows):
+            out.y += [t for _, t in lab]
+            out.init += p_init[j, :len(lab)].tolist()
+            out.adapted += p_ad[j, :len(lab)].tolist()
         return out
 
     def recommend(self, states: Sequence[UserState], now: float | None = None,

@@ -26,7 +26,7 @@ from tests.ops.live import DASHBOARD, RULE_FILES
      ['x{m="adapted"}', 'x{m="init"}', 'n{m="adapted"}']),
     ("sum(rate(a[5m])) > 0 and sum(rate(b[5m])) == 0", ["sum(rate(a[5m]))", "sum(rate(b[5m]))"]),
     ("(a >= bool 1) or on(x) group_left(y) (b <= 2)", ["a", "b"]),
-    ('sum by (le) (rate(h_bucket{le!="0.5", k=~"a|b"}[5m]))', ['sum by (le) (rate(h_bucket{le!="0.5", k=~"a|b"}[5m]))']),
+    ('sum by (le) (rate(h{le!="0.5", k=~"a|b"}[5m]))', ['sum by (le) (rate(h{le!="0.5", k=~"a|b"}[5m]))']),
     ("(a) / (b)", ["(a) / (b)"]),
     ("sorted_order_total unless android", ["sorted_order_total", "android"]),
 ])

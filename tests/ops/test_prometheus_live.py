@@ -15,9 +15,9 @@ import time
 from collections.abc import Callable
 
 import pytest
-from metarec.metrics import Metrics
 from prometheus_client import CollectorRegistry
 
+from metarec.metrics import Metrics
 from tests.broker.conftest import WorkerProcess
 from tests.ops.conftest import SCRAPE_S
 from tests.ops.exprs import Query, dashboard_queries, rule_queries, rules, template_values
@@ -25,11 +25,12 @@ from tests.ops.live import ADAPTER_JOB, DASHBOARD, RULE_FILES, EventFeeder, Prom
 
 pytestmark = pytest.mark.prometheus
 
-SETTLE_TIMEOUT_S = 40.0  # from Prometheus up to every check satisfied, on a loaded 2-core box
+SETTLE_TIMEOUT_S = 180.0  # from Prometheus up to every check satisfied, on a loaded 2-core box
 
 # Metrics the worker defines but never records, with why; the test fails when one starts being
 # recorded (then delete its entry) and accepts NaN-only results from expressions over it.
 KNOWN_UNOBSERVED = {
+    "metarec_export_seconds": "per-user ONNX export happens only in `metarec export`, never in the worker",
 }
 
 Check = Callable[[], "str | None"]  # None: satisfied; a string: why not (yet). QueryError: failed for good.
@@ -125,13 +126,17 @@ def settle(checks: dict[str, Check], timeout: float) -> dict[str, str]:
     return {**failed, **{name: why[name] for name in pending}}
 
 
+# setup (Kafka, a briefly trained model, the worker) can take minutes on a loaded box; the settle
+# loop is bounded by SETTLE_TIMEOUT_S
+@pytest.mark.timeout(600)
 def test_every_dashboard_and_rule_expression_returns_series(prometheus: PrometheusServer, worker: WorkerProcess,
                                                             feeder: EventFeeder) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     queries = dashboard_queries(dashboard, SCRAPE_S) + rule_queries(RULE_FILES)
     recorded = [Query(f"recorded series {r['record']}", r["record"]) for _, r in rules(RULE_FILES) if "record" in r]
     target = Query(f"scrape target: up{{job={ADAPTER_JOB!r}}} == 1", f'up{{job="{ADAPTER_JOB}"}} == 1')
-    checks: dict[str, Check] = {f"{q.where}: {q.expr}": expression(prometheus, q) for q in [target, *queries, *recorded]}
+    checks: dict[str, Check] = {f"{q.where}: {q.expr}": expression(prometheus, q)
+                                for q in [target, *queries, *recorded]}
     checks |= exported_metrics(prometheus) | job_variable(prometheus, dashboard)
     checks["rule groups (/api/v1/rules)"] = rule_groups_healthy(prometheus)
 

@@ -46,7 +46,7 @@ def test_user_errors_average_per_user() -> None:
     mae, rmse = user_errors(y, p, mask)
     assert mae == pytest.approx((0.5 + 3.0) / 2)
     assert rmse == pytest.approx(math.sqrt((0.5 + 9.0) / 2))
-    assert mean_ndcg(y, p, mask, 1) == pytest.approx((1 / 3 + 1.0) / 2)
+    assert mean_ndcg(y, p, mask, 1) == pytest.approx((2 / 3 + 1.0) / 2)  # user 0: a tie of gains 1 and 3
 
 
 def test_sampled_rank_metrics_with_ties() -> None:

@@ -1,0 +1,72 @@
+"""``metarec evaluate`` end to end on a small simulated log (both protocols), and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from metarec.data import write_jsonl
+from metarec.data.eventlog import DataError
+from metarec.data.simulate import SimConfig, simulate
+from metarec.evaluate.command import run_evaluation
+
+MELU_SPLITS = {"warm", "new_users", "new_items", "new_users_new_items"}
+PREQ_SPLITS = {"all", "hist_0", "hist_1_5", "hist_6_20", "hist_21_plus"}
+
+
+@pytest.fixture(scope="module")
+def sim_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    write_jsonl(simulate(SimConfig(users=120, items=80, mean_events=35, seed=3)), path)
+    return path
+
+
+def test_melu_protocol_end_to_end(sim_log: Path, tmp_path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    run_evaluation("melu", sim_log, "simulated", tmp_path, budget_minutes=0.1, seed=1, repeats=2)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["protocol"] == "melu" and m["seed"] == 1
+    assert {r["split"] for r in m["rows"]} == MELU_SPLITS
+    kinds = {r["method"]: r["kind"] for r in m["rows"]}
+    assert {"MAML", "FOMAML", "Meta-SGD", "Reptile"} <= {k for k, v in kinds.items() if v == "meta"}
+    assert kinds["global"] == "baseline" and kinds["fine-tuned"] == "baseline"
+    nu = [r for r in m["rows"] if r["split"] == "new_users"]
+    for r in nu:
+        assert set(r) >= {"mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3"}
+        assert r["mae"] is None or 0.0 <= r["mae"] <= 1.0
+    report = (tmp_path / "report.md").read_text()
+    assert "new_users" in report and "**" in report and "margin" in report
+    assert (tmp_path / "mae_by_support.png").stat().st_size > 0
+
+
+def test_prequential_protocol_end_to_end(sim_log: Path, tmp_path: Path) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    run_evaluation("prequential", sim_log, "simulated", tmp_path, budget_minutes=0.1, seed=0)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert {r["split"] for r in m["rows"]} == PREQ_SPLITS
+    methods = {r["method"] for r in m["rows"]}
+    assert any("river" in x for x in methods) and "global" in methods
+    row = next(r for r in m["rows"] if r["split"] == "all" and r["method"] == "MAML")
+    assert set(row) >= {"auc", "logloss", "rmse", "hr@10", "ndcg@10"}
+    assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["hr@10"] <= 1.0
+    for png in ("auc_over_time.png", "auc_by_history.png"):
+        assert (tmp_path / png).exists()
+
+
+def test_bad_arguments_are_one_line_errors(sim_log: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--protocol"):
+        run_evaluation("bogus", sim_log, "simulated", tmp_path, 1.0, 0)
+    with pytest.raises(ValueError, match="--format"):
+        run_evaluation("melu", sim_log, "xml", tmp_path, 1.0, 0)
+    with pytest.raises(DataError, match="no such file"):
+        run_evaluation("melu", tmp_path / "missing", "ml-1m", tmp_path, 1.0, 0)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(DataError, match="missing column"):
+        run_evaluation("melu", bad, "csv", tmp_path, 1.0, 0)
