@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metarec import state as st
 from metarec.events import Invalid
+from metarec.export import UserTemplate
 from metarec.kafka_io import dead_letter
 from metarec.pipeline import Applied, Pending, apply
 from metarec.quality import Rolling
@@ -54,6 +55,9 @@ class Adapter:
         self.quality = {"init": Rolling(s.quality_window), "adapted": Rolling(s.quality_window)}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metarec-compute")
         self._flushing = asyncio.Lock()
+        self._template: UserTemplate | None = None
+        self._lag_labels: set[tuple[str, str]] = set()
+        self._task: asyncio.Future[None] | None = None  # per-user ONNX export, built on first use
         self.app = faust.App(
             s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
             broker_credentials=_credentials(s), store=s.store, datadir=str(s.data_dir),
@@ -73,7 +77,7 @@ class Adapter:
         self.send_rec: RecSink = self._send_rec
         self.send_dead: DeadSink = self._send_dead
         self.agent = self.app.agent(self.events, name="adapt")(self._consume)
-        self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self.flush)
+        self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self._tick)
         self.app.timer(interval=5.0)(self.update_gauges)
         self._routes()
 
@@ -103,6 +107,11 @@ class Adapter:
         self.pending.touch(out.state, out.new, kafka_ts or time.time())
         if len(self.pending) >= s.batch_max_users:
             await self.flush(wait=True)
+
+    async def _tick(self) -> None:
+        """The linger timer: start a flush in the background unless one is running."""
+        if len(self.pending) and not self._flushing.locked() and (self._task is None or self._task.done()):
+            self._task = asyncio.ensure_future(self.flush())
 
     async def flush(self, wait: bool = False) -> None:
         """Adapt, score and publish for the pending users, ``batch_max_users`` at a time.
@@ -154,9 +163,11 @@ class Adapter:
         await asyncio.get_running_loop().run_in_executor(self._compute, self._quality_gauges)
         m.active_users.set(len(self.table))
         consumer = self.app.consumer
-        for tp in consumer.assignment():
-            if tp.topic != self.settings.topic_events:
-                continue
+        assigned = {tp for tp in consumer.assignment() if tp.topic == self.settings.topic_events}
+        for topic, partition in self._lag_labels - {(tp.topic, str(tp.partition)) for tp in assigned}:
+            m.consumer_lag.remove(topic, partition)  # lost in a rebalance: another worker reports it now
+        self._lag_labels = {(tp.topic, str(tp.partition)) for tp in assigned}
+        for tp in assigned:
             try:
                 hw = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - highwater is unknown until the first fetch
@@ -165,6 +176,16 @@ class Adapter:
             committed = getattr(consumer, "_committed_offset", {})  # faust keeps no public accessor
             pos = done + 1 if done is not None else (committed.get(tp) or 0)
             m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, (hw or 0) - pos))
+
+    def export_user(self, state: st.UserState) -> bytes:
+        """The user's adapted model as a self-contained ONNX file (patched template). Compute thread."""
+        t0 = time.perf_counter()
+        if self._template is None:
+            self._template = UserTemplate.from_file(self.services.bundle.onnx_path)
+        fast = {k: v[0].numpy() for k, v in self.recommender.adapt([state]).items()}
+        data = self._template.patch(self.services.bundle.vocab.user(state.user_id), fast, state.user_id)
+        self.metrics.export_seconds.observe(time.perf_counter() - t0)
+        return data
 
     def _quality_gauges(self) -> None:
         for name, window in self.quality.items():
@@ -201,6 +222,17 @@ class Adapter:
                     rec = (await loop.run_in_executor(adapter._compute, adapter.recommender.recommend, [state]))[0]
                     adapter._remember(rec)
                 return self.bytes(_json(rec), content_type="application/json")
+
+        @app.page("/users/{user_id}/model.onnx")
+        class UserModel(View):
+            @app.table_route(table=adapter.table, match_info="user_id")  # type: ignore[arg-type]
+            async def get(self, request: Request, user_id: str) -> Response:
+                raw = adapter.table.get(user_id.encode())
+                if raw is None:
+                    return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
+                loop = asyncio.get_running_loop()
+                data = await loop.run_in_executor(adapter._compute, adapter.export_user, st.loads(raw))
+                return self.bytes(data, content_type="application/octet-stream")
 
 
 def _json(rec: Recommendation) -> bytes:

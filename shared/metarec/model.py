@@ -67,6 +67,8 @@ def hash_context(context: dict[str, str], buckets: int, width: int) -> list[int]
 class RecModel(nn.Module):
     """Embeddings → MLP → one logit per (user, item, context) row."""
 
+    item_attr: Tensor  # (n_items, item_attrs) buffer, present when cfg.item_attrs > 0
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -19,7 +19,7 @@ PREQ_SPLITS = {"all", "hist_0", "hist_1_5", "hist_6_20", "hist_21_plus"}
 @pytest.fixture(scope="module")
 def sim_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
-    write_jsonl(simulate(SimConfig(users=120, items=80, mean_events=35, seed=3)), path)
+    write_jsonl(simulate(SimConfig(users=80, items=60, mean_events=30, seed=3)), path)
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 
@@ -29,9 +30,7 @@ SETTLE_TIMEOUT_S = 180.0  # from Prometheus up to every check satisfied, on a lo
 
 # Metrics the worker defines but never records, with why; the test fails when one starts being
 # recorded (then delete its entry) and accepts NaN-only results from expressions over it.
-KNOWN_UNOBSERVED = {
-    "metarec_export_seconds": "per-user ONNX export happens only in `metarec export`, never in the worker",
-}
+KNOWN_UNOBSERVED: dict[str, str] = {}
 
 Check = Callable[[], "str | None"]  # None: satisfied; a string: why not (yet). QueryError: failed for good.
 
@@ -126,6 +125,28 @@ def settle(checks: dict[str, Check], timeout: float) -> dict[str, str]:
     return {**failed, **{name: why[name] for name in pending}}
 
 
+def user_model(worker: WorkerProcess, user_id: str) -> Check:
+    """GET /users/{id}/model.onnx returns a self-contained model that onnxruntime runs."""
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    import onnxruntime as ort
+
+    def check() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{worker.port}/users/{user_id}/model.onnx", timeout=30) as r:
+                data = r.read()
+        except urllib.error.HTTPError as e:
+            return f"HTTP {e.code}"
+        sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        width = sess.get_inputs()[0].shape[1]
+        scores = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, width), np.int64)})[0]
+        return None if scores.ndim == 2 and scores.shape[0] == 1 else f"unexpected output shape {scores.shape}"
+
+    return check
+
+
 # setup (Kafka, a briefly trained model, the worker) can take minutes on a loaded box; the settle
 # loop is bounded by SETTLE_TIMEOUT_S
 @pytest.mark.timeout(600)
@@ -140,8 +161,25 @@ def test_every_dashboard_and_rule_expression_returns_series(prometheus: Promethe
     checks |= exported_metrics(prometheus) | job_variable(prometheus, dashboard)
     checks["rule groups (/api/v1/rules)"] = rule_groups_healthy(prometheus)
 
+    export = user_model(worker, feeder.events[0].user_id)
+    checks["a user's model exported from the worker"] = export
+    stop = threading.Event()
+
+    def keep_exporting() -> None:  # exports are sporadic; keep some in every rate() window
+        while not stop.wait(1.0):
+            try:
+                export()
+            except Exception:  # noqa: BLE001 - the check above reports failures
+                pass
+
+    exporter = threading.Thread(target=keep_exporting, daemon=True)
+    exporter.start()
     started = time.monotonic()
-    failures = settle(checks, SETTLE_TIMEOUT_S)
+    try:
+        failures = settle(checks, SETTLE_TIMEOUT_S)
+    finally:
+        stop.set()
+        exporter.join(30)
     for name in KNOWN_UNOBSERVED:  # a fixed metric must leave the list
         moved = prometheus.query(f'sum({name}_count{{job="{ADAPTER_JOB}"}}) > 0')
         if moved:

@@ -6,6 +6,7 @@ raise :class:`~metarec.data.eventlog.DataError` or :class:`ValueError` (one read
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,7 +17,7 @@ PROTOCOLS = ("melu", "prequential")
 
 
 def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
-                   repeats: int | None = None, on_progress: Any = None) -> dict[str, Any]:
+                   repeats: int | None = None, on_progress: Any = None, pretrain: bool = False) -> dict[str, Any]:
     """Load, evaluate, write ``metrics.json``, ``report.md`` and plots under ``out``; returns the result."""
     import torch
 
@@ -39,12 +40,12 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     notes = [f"data: {data} ({fmt}), {len(r)} ratings, {len(r.users)} users, {len(r.items)} items",
              f"budget: {budget_minutes} min → step and trial counts (reproducible for a seed)"]
     if protocol == "melu":
-        plan = Plan.for_budget(budget_minutes, repeats or 3, scale)
+        plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 3, scale), pretrain=pretrain)
         result = melu.run(r, seed, plan, tick)
         result["margins"] = [report.margin(result["rows"], s, "mae") for s in ("new_users", "warm")]
         pngs = [plots.support_curve(out, result["support_curve"])]
     else:
-        plan = Plan.for_budget(budget_minutes, repeats or 1, scale)
+        plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 1, scale), pretrain=pretrain)
         from metarec.evaluate import prequential
 
         result = prequential.run(r, seed, plan, tick)
@@ -73,6 +74,8 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Random seed (splits, initializations, search).")] = 0,
     repeats: Annotated[int | None, typer.Option(min=1, help="Test repetitions (seeds seed..): melu 3, prequential 1.")]
     = None,
+    pretrain: Annotated[bool, typer.Option(help="Meta-train from a supervised global model instead of scratch.")]
+    = False,
 ) -> None:
     """Compare meta-learned adaptation with the baselines on one protocol; write a report."""
     from rich.console import Console
@@ -81,7 +84,7 @@ def evaluate(
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task(f"{protocol}: loading {data}", total=None)
-        result = run_evaluation(protocol, data, fmt, out, budget_minutes, seed, repeats,
+        result = run_evaluation(protocol, data, fmt, out, budget_minutes, seed, repeats, pretrain=pretrain,
                                 on_progress=lambda msg: prog.update(task, description=f"{protocol}: {msg}"))
     Console().print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} "
                     f"({result['seconds']['total']:.0f} s)")

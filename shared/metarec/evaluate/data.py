@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from metarec.data.eventlog import DataError, read_jsonl
-from metarec.data.movielens import item_attributes, load, user_attributes, ts_context
+from metarec.data.movielens import item_attributes, load, ts_context, user_attributes
 from metarec.events import label
 from metarec.model import hash_context
 
@@ -86,7 +86,7 @@ def build(name: str, users: list[str], items: list[str], values: list[float], ts
         item=i[order].astype(np.int64), value=v, ts=t[order], ctx=ctx,
         item_attr=np.array([_hash_tokens(item_tokens.get(x, []), ITEM_ATTRS) for x in iids], np.int64).reshape(
             len(iids), ITEM_ATTRS),
-        item_year=np.array([np.nan if item_year.get(x) is None else float(item_year[x]) for x in iids]),
+        item_year=np.array([np.nan if (y := item_year.get(x)) is None else float(y) for x in iids]),
         rating_range=(lo, hi), threshold=threshold if threshold is not None else lo + 0.75 * (hi - lo),
     )
 

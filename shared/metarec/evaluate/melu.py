@@ -78,8 +78,9 @@ class Melu:
     def train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         users = np.array(sorted(split.train), np.int64)
         smp = sampler(self.r, split, self.net.buffer, 10, self.plan.user_dropout)
+        init = self.train_global(split, M.DEFAULT_GLOBAL, steps, seed) if self.plan.pretrain else None
         return M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
-                            None, seed, np.unique(self.r.item[split.train_rows()]))
+                            None, seed, np.unique(self.r.item[split.train_rows()]), init)
 
     def train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         rows = split.train_rows()
@@ -110,7 +111,8 @@ class Melu:
 
         def meta_objective(params: dict[str, Any]) -> float:
             model = self.train_meta(split, params, plan.trial_steps, self.seed)
-            return score(self.r, split, split.val, neural(model, int(params["inner_steps"]), model.inner_lr_map()))["mae"]
+            predict = neural(model, int(params["inner_steps"]), model.inner_lr_map())
+            return score(self.r, split, split.val, predict)["mae"]
 
         ft_of: dict[int, dict[str, Any]] = {}
 

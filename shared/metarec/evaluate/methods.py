@@ -36,6 +36,7 @@ class Plan:
     global_ratio: int = 4  # global-model minibatch steps per meta step (a meta step sees ~4x the rows)
     meta_batch: int = 32  # users per outer step
     user_dropout: float = 0.5  # share of tasks/rows that use the unknown-user embedding
+    pretrain: bool = False  # start meta-training from a supervised global model (same steps as `global`)
 
     @classmethod
     def for_budget(cls, minutes: float, repeats: int, scale: float = 1.0) -> Plan:
@@ -52,9 +53,12 @@ def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
 
 def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
                users: np.ndarray, sampler: Sampler | None, table: Any, seed: int,
-               seen_items: np.ndarray) -> RecModel:
-    """A meta-learned model (``params["algorithm"]``) trained for ``steps`` outer steps."""
+               seen_items: np.ndarray, init_from: RecModel | None = None) -> RecModel:
+    """A meta-learned model (``params["algorithm"]``) trained for ``steps`` outer steps,
+    from a fresh initialization or from ``init_from``'s weights (a pretrained global model)."""
     model = meta_model(r, n_users, mode, params, net, seed)
+    if init_from is not None:
+        model.load_state_dict(init_from.state_dict(), strict=False)  # Meta-SGD's rates stay at inner_lr
     cfg = TrainConfig(algorithm=params["algorithm"], meta_batch=plan.meta_batch, outer_lr=float(params["outer_lr"]),
                       steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed)
     meta_train(model, table, users, cfg, sampler=sampler)

@@ -116,7 +116,9 @@ def predict_adapted(model: RecModel, sup: Support, qry: Support, steps: int,
     """
     out = []
     params = dict(model.named_parameters())
-    fast0 = None if adapt_layers is None else {n: p for n, p in params.items() if n.startswith(ADAPT[adapt_layers])}
+    fast0: dict[str, torch.Tensor] | None = None
+    if adapt_layers is not None:
+        fast0 = {n: p for n, p in params.items() if n.startswith(ADAPT[adapt_layers])}
     with torch.no_grad():
         for a in range(0, len(sup), chunk):
             s = Support(*(t[a:a + chunk] for t in (sup.users, sup.items, sup.ctx, sup.y, sup.mask)))

@@ -73,8 +73,7 @@ def make_stream(r: Ratings, rows: np.ndarray, train_fraction: float, buffer: int
     negs = np.zeros((len(test), N_NEG), np.int64)
     for e, x in enumerate(test):
         seen = rated[int(r.user[x])]
-        cand = rng.choice(catalog, size=N_NEG * 3)
-        cand = [c for c in cand if c not in seen][:N_NEG]
+        cand = [int(c) for c in rng.choice(catalog, size=N_NEG * 3) if c not in seen][:N_NEG]
         while len(cand) < N_NEG:
             c = int(rng.choice(catalog))
             if c not in seen or len(seen) >= len(catalog):
@@ -191,8 +190,9 @@ class Prequential:
     def train_meta(self, st: Stream, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         table = table_of(self.r, st.train, st.user_index, self.y)
         users = np.array([k for k in range(len(table.users)) if table.count(k) >= 4], np.int64)
+        init = self.train_global(st, M.DEFAULT_GLOBAL, steps, seed) if self.plan.pretrain else None
         return M.train_meta(self.r, int(st.user_index.max()), "binary", params, self.net, self.plan, steps, users,
-                            None, table, seed, np.unique(self.r.item[st.train]))
+                            None, table, seed, np.unique(self.r.item[st.train]), init)
 
     def train_global(self, st: Stream, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         return M.train_global(self.r, int(st.user_index.max()), "binary", params, self.net, self.plan, steps,

@@ -76,4 +76,5 @@ def run_study(space: Callable[[optuna.Trial], dict[str, Any]], objective: Object
             on_trial(done, value)
     trials = [{"params": t.params, "value": t.value} for t in study.trials if t.value is not None]
     best = study.best_trial
-    return SearchResult(best.params, float(best.value), trials, time.monotonic() - t0, done < n_trials)
+    value = float(best.value) if best.value is not None else float("inf")
+    return SearchResult(best.params, value, trials, time.monotonic() - t0, done < n_trials)
