@@ -3,7 +3,7 @@
 Paths, on a MovieLens-100K-sized model (D=16, MLP 64-32, 5 SGD steps, full 64-event buffers):
 ``loop`` (:func:`metarec.adapt.adapt_loop`, one user at a time with autograd), ``vmap``
 (:func:`metarec.adapt.adapt`, the worker's path today) and ``explicit``
-(:func:`bench.fastadapt.adapt_explicit`, hand-written batched gradients, proposed for adapt.py).
+(:func:`metarec.fastadapt.adapt_explicit`, hand-written batched gradients, the serving path).
 Roofline fraction = users/s x FLOPs of one adaptation / GFLOP/s of a large GEMM in this run.
 """
 
@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from metarec.adapt import Support, adapt, adapt_loop
-from metarec.model import ModelConfig, RecModel
 
 from bench import common
-from bench.fastadapt import adapt_explicit
+from metarec.adapt import Support, adapt, adapt_loop
+from metarec.fastadapt import adapt_explicit
+from metarec.model import ModelConfig, RecModel
 
 
 def adaptation_flops(cfg: ModelConfig, support: int, steps: int) -> float:

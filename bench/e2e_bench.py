@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from bench import common
 from metarec.events import Event, encode
 from metarec.kafka_io import ensure_topics, producer
 from metarec.settings import KafkaSettings
-
-from bench import common
 
 
 def _free_port() -> int:

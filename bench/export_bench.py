@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bench import common
 from metarec.artifact import export_onnx
 from metarec.export import UserTemplate, export_retraced
 from metarec.model import ModelConfig, RecModel
-
-from bench import common
 
 
 def run(quick: bool) -> dict[str, Any]:

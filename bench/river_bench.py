@@ -16,14 +16,14 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bench import common
 from metarec import artifact
 from metarec.adapt import Support, predict_rows
+from metarec.fastadapt import adapt_explicit
 from metarec.features import target
 from metarec.model import hash_context
 from metarec.quality import auc
-
-from bench import common
-from bench.fastadapt import adapt_explicit
 
 
 def _river(evs: list, held: set[str], cfg: Any) -> dict[str, Any]:

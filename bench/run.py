@@ -47,6 +47,7 @@ def _broker() -> tuple[str, dict[str, str] | None]:
 
 def _train(tmp: Path, quick: bool) -> Path:
     import torch
+
     from metarec.meta import TrainConfig
     from metarec.train import train
 
@@ -89,7 +90,7 @@ def main() -> None:
             t = time.time()
             bootstrap, own = _broker()
             try:
-                variants = ["current"] if args.quick else ["current", "proposed"]
+                variants = ["current"] if args.quick else ["current", "vmap"]  # vmap: the generic adaptation path
                 runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in variants]
             finally:
                 if own is not None:

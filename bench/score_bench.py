@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from bench import common
 from metarec.artifact import export_onnx
 from metarec.candidates import CandidateIndex
 from metarec.model import ModelConfig, RecModel
@@ -25,8 +27,6 @@ from metarec.score import (
     top_k,
     top_k_items,
 )
-
-from bench import common
 
 
 def run(quick: bool, candidates: int = 500) -> dict[str, Any]:

@@ -1,9 +1,8 @@
-"""Launch the adapter worker for the end-to-end bench, optionally with a proposed change applied.
+"""Launch the adapter worker for the end-to-end bench, optionally with the generic vmap adaptation swapped in.
 
-``METAREC_BENCH_ADAPT=proposed`` swaps the worker's ``adapt`` for :func:`bench.fastadapt.adapt_explicit`
-and its context hashing for :func:`bench.fastadapt.hash_context_cached` (the diffs proposed for
-shared/metarec/adapt.py and model.py) without touching the shared code. Compute runs
-on one thread (``METAREC_BENCH_THREADS``, default 1).
+``METAREC_BENCH_ADAPT=vmap`` swaps the worker's serving adaptation (:func:`metarec.fastadapt.adapt_explicit`)
+for the generic ``vmap`` path (:func:`metarec.adapt.adapt`), so the two can be raced end to end.
+Compute runs on one thread (``METAREC_BENCH_THREADS``, default 1).
 """
 
 from __future__ import annotations
@@ -18,16 +17,11 @@ import torch
 
 torch.set_num_threads(int(os.environ.get("METAREC_BENCH_THREADS", "1")))
 
-if os.environ.get("METAREC_BENCH_ADAPT") == "proposed":
-    from metarec import (
-        features,
-        recommend,
-    )
+if os.environ.get("METAREC_BENCH_ADAPT") == "vmap":
+    from metarec import recommend
+    from metarec.adapt import adapt
 
-    from bench.fastadapt import adapt_explicit, hash_context_cached
-
-    features.hash_context = hash_context_cached  # type: ignore[assignment]
-    recommend.adapt = lambda model, sup, steps, lr, **kw: adapt_explicit(model, sup, steps, lr)  # type: ignore
+    recommend.adapt_explicit = adapt  # type: ignore[assignment]
 
 from metarec.cli import main
 

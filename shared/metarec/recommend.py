@@ -18,8 +18,9 @@ import msgspec
 import numpy as np
 import torch
 
-from metarec.adapt import Fast, adapt, predict_rows
+from metarec.adapt import Fast, predict_rows
 from metarec.artifact import Bundle
+from metarec.fastadapt import adapt_explicit
 from metarec.features import context_ids, current_context, support_from_buffers, target
 from metarec.score import Scorer, top_k
 from metarec.state import Buffered, UserState
@@ -81,7 +82,7 @@ class Recommender:
         sup = support_from_buffers([s.user_id for s in states], [s.buffer for s in states],
                                    self.bundle.vocab, self.cfg)
         with torch.no_grad():
-            return adapt(self.model, sup, self.steps, self.lr)
+            return adapt_explicit(self.model, sup, self.steps, self.lr)
 
     def live_predictions(self, states: Sequence[UserState], new: Sequence[Sequence[Buffered]]) -> LiveSample:
         """Predict each user's ``new`` labelled events with the init and with their previous

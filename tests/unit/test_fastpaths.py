@@ -1,6 +1,6 @@
 """Every fast path against the simple one it replaces.
 
-- batched adaptation (``vmap``, and the explicit-gradient path proposed in bench/fastadapt.py)
+- batched adaptation (``vmap``, and the explicit-gradient serving path, metarec.fastadapt)
   equals the per-user autograd loop, user by user, padding included;
 - coalescing several events of a user into one adaptation equals adapting after each event
   (the last recommendation is the same list with scores within 1e-5);
@@ -12,16 +12,17 @@ Tolerances: 1e-5 absolute on float32 weights and scores (the paths differ only i
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
 from metarec.adapt import Support, adapt, adapt_loop
 from metarec.artifact import Bundle, export_onnx
 from metarec.candidates import CandidateIndex, item_neighbours
 from metarec.events import new_event
+from metarec.fastadapt import adapt_explicit
 from metarec.model import ModelConfig, RecModel, Vocab
 from metarec.pipeline import Pending
 from metarec.recommend import Recommender
@@ -37,14 +38,6 @@ from metarec.state import step
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-5
-
-
-def _fastadapt():
-    spec = importlib.util.spec_from_file_location("bench_fastadapt", ROOT / "bench" / "fastadapt.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _model(mode: str = "binary", seed: int = 0, **kw: object) -> RecModel:
@@ -71,7 +64,7 @@ def test_batched_adaptation_equals_per_user_loop(mode: str) -> None:
     ref = adapt_loop(model, sup, steps=3, lr=0.3)
     with torch.no_grad():
         batched = adapt(model, sup, 3, 0.3)
-        explicit = _fastadapt().adapt_explicit(model, sup, 3, 0.3)
+        explicit = adapt_explicit(model, sup, 3, 0.3)
     init = model.fast_init()
     for name in ref:
         torch.testing.assert_close(batched[name], ref[name], atol=TOL, rtol=0)
@@ -87,7 +80,7 @@ def test_explicit_adaptation_respects_partial_adapt_sets() -> None:
     sup = _support(model)
     ref = adapt_loop(model, sup, steps=2, lr=0.5)
     with torch.no_grad():
-        got = _fastadapt().adapt_explicit(model, sup, 2, 0.5)
+        got = adapt_explicit(model, sup, 2, 0.5)
     assert set(got) == {"out.weight", "out.bias"}
     for name in ref:
         torch.testing.assert_close(got[name], ref[name], atol=TOL, rtol=0)

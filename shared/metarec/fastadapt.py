@@ -1,4 +1,4 @@
-"""Batched adaptation with hand-written gradients: a proposed replacement for the ``vmap`` path.
+"""Batched adaptation with hand-written gradients: the serving path.
 
 ``vmap(grad(functional_call(...)))`` re-embeds the support set every step and runs autograd's
 generic machinery per op. For the plain MLP of :class:`~metarec.model.RecModel` the inner loop
@@ -8,8 +8,9 @@ It returns exactly what :func:`metarec.adapt.adapt` returns (``{name: (B, *shape
 falls back to it when the model is not the plain MLP (adapted embeddings, second-order
 meta-training, a model with extra feature paths).
 
-This module lives in ``bench/`` because ``adapt.py`` belongs to another owner; the report
-carries it as a diff for ``shared/metarec/adapt.py``.
+Meta-training keeps :func:`metarec.adapt.adapt` (it needs the meta-gradient); serving uses this
+(:class:`metarec.recommend.Recommender`), and ``tests/unit/test_fastpaths.py`` holds it equal to
+the ``vmap`` path and the per-user loop. ``bench/`` races the two.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from torch import Tensor
+
 from metarec.adapt import Fast, Support, adapt
 from metarec.model import RecModel
-from torch import Tensor
 
 
 def _plain(model: RecModel, names: list[str]) -> bool:
@@ -99,24 +101,3 @@ def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Ma
             else:
                 cur[n] = cur[n] - rate(n) * grads[n]
     return {n: cur[n] for n in names}
-
-
-# --- proposed for shared/metarec/model.py: memoize context hashing ------------------------------
-# support_from_buffers hashes every buffered event's context on every adaptation (crc32 of
-# "k=v" strings, 64 events x B users per flush): ~45% of the worker's adaptation time at B=256.
-# Contexts repeat (device x hour-bucket, hour x weekday), so a small cache removes it.
-
-_ctx_cache: dict[tuple[tuple[tuple[str, str], ...], int, int], list[int]] = {}
-
-
-def hash_context_cached(context: dict[str, str], buckets: int, width: int) -> list[int]:
-    """:func:`metarec.model.hash_context` memoized on ``(sorted items, buckets, width)``."""
-    from metarec.model import hash_context
-
-    key = (tuple(sorted(context.items())), buckets, width)
-    got = _ctx_cache.get(key)
-    if got is None:
-        if len(_ctx_cache) > 65536:
-            _ctx_cache.clear()
-        got = _ctx_cache[key] = hash_context(context, buckets, width)
-    return list(got)
