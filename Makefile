@@ -58,3 +58,4 @@ clean: kafka-down ## stop Kafka and remove local state (.state), keeping .venv a
 
 include deploy/ops.mk
 -include bench/bench.mk
+bench bench-quick: venv

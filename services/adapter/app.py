@@ -65,6 +65,7 @@ class Adapter:
             topic_partitions=s.partitions, topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest", consumer_group_instance_id=s.group_instance_id,
             table_standby_replicas=0, logging_config=None,
+            producer_linger=s.producer_linger_ms / 1000.0, producer_max_batch_size=1 << 18,
         )
         self.events = self.app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                      partitions=s.partitions)

@@ -55,6 +55,7 @@ class WorkerSettings(KafkaSettings):
     consumed_size: int = Field(default=512, ge=0)  # consumed items remembered per user, excluded from top-K
     inner_steps: int | None = Field(default=None, ge=0)  # override the model's meta-learned inner steps
     inner_lr: float | None = Field(default=None, gt=0)  # override the model's inner learning rate
+    producer_linger_ms: float = Field(default=5.0, ge=0)  # batch changelog and output writes this long
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for adaptation (1 is fastest per core)
     batch_max_users: int = Field(default=256, ge=1)  # adapt at most this many users in one call
     linger_ms: float = Field(default=20.0, ge=0)  # wait this long to coalesce a user's events
