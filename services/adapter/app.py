@@ -106,8 +106,10 @@ class Adapter:
             return  # a redelivered event: already applied
         self.table[key] = st.dumps(out.state)
         self.pending.touch(out.state, out.new, kafka_ts or time.time())
-        if len(self.pending) >= s.batch_max_users:
-            await self.flush(wait=True)
+        if len(self.pending) >= 4 * s.batch_max_users:
+            await self.flush(wait=True)  # backpressure: consumption runs ahead of compute by a few batches only
+        elif len(self.pending) >= s.batch_max_users:
+            await self._tick()
 
     async def _tick(self) -> None:
         """The linger timer: start a flush in the background unless one is running."""
