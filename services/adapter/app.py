@@ -55,9 +55,10 @@ class Adapter:
         self.quality = {"init": Rolling(s.quality_window), "adapted": Rolling(s.quality_window)}
         self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metarec-compute")
         self._flushing = asyncio.Lock()
-        self._template: UserTemplate | None = None
-        self._lag_labels: set[tuple[str, str]] = set()
-        self._task: asyncio.Future[None] | None = None  # per-user ONNX export, built on first use
+        self._template: UserTemplate | None = None  # per-user ONNX export, built on first use
+        self._lag_labels: set[tuple[str, str]] = set()  # consumer_lag series this worker reports
+        self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
+        self._decoded: OrderedDict[bytes, tuple[bytes, st.UserState]] = OrderedDict()  # a decode cache
         self.app = faust.App(
             s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
             broker_credentials=_credentials(s), store=s.store, datadir=str(s.data_dir),
@@ -93,8 +94,7 @@ class Adapter:
         s, m = self.settings, self.metrics
         self.offsets[partition] = offset
         prior_raw = self.table.get(key) if key is not None else None
-        out = apply(raw, key, st.loads(prior_raw) if prior_raw else None, s.buffer_size, s.consumed_size,
-                    s.max_event_bytes)
+        out = apply(raw, key, self._state(key, prior_raw), s.buffer_size, s.consumed_size, s.max_event_bytes)
         if isinstance(out, Invalid):
             m.events_invalid.labels(out.reason).inc()
             await self.send_dead(key, dead_letter(out, topic, partition, offset, key))
@@ -104,7 +104,12 @@ class Adapter:
         m.events_consumed.labels(out.event.kind).inc()
         if not out.new:
             return  # a redelivered event: already applied
-        self.table[key] = st.dumps(out.state)
+        encoded = st.dumps(out.state)
+        self.table[key] = encoded
+        self._decoded[key] = (encoded, out.state)  # type: ignore[index]
+        self._decoded.move_to_end(key)  # type: ignore[arg-type]
+        if len(self._decoded) > self.settings.latest_cache:
+            self._decoded.popitem(last=False)
         self.pending.touch(out.state, out.new, kafka_ts or time.time())
         if len(self.pending) >= 4 * s.batch_max_users:
             await self.flush(wait=True)  # backpressure: consumption runs ahead of compute by a few batches only
@@ -115,6 +120,13 @@ class Adapter:
         """The linger timer: start a flush in the background unless one is running."""
         if len(self.pending) and not self._flushing.locked() and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self.flush())
+
+    def _state(self, key: bytes | None, raw: bytes | None) -> st.UserState | None:
+        """The decoded state for the table's bytes, reusing the last decode when they are the same object."""
+        if key is None or raw is None:
+            return None
+        hit = self._decoded.get(key)
+        return hit[1] if hit is not None and hit[0] is raw else st.loads(raw)
 
     async def flush(self, wait: bool = False) -> None:
         """Adapt, score and publish for the pending users, ``batch_max_users`` at a time.

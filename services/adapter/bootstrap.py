@@ -31,8 +31,9 @@ def bootstrap(settings: WorkerSettings, registry: CollectorRegistry | None = Non
                       inner_lr=settings.inner_lr)
     metrics = Metrics.create(registry)
     cfg = bundle.model.cfg
+    lr = "learned (Meta-SGD)" if isinstance(rec.lr, dict) else str(rec.lr)
     metrics.model_info.info({
-        "version": bundle.version, "mode": cfg.mode, "inner_steps": str(rec.steps), "inner_lr": str(rec.lr),
+        "version": bundle.version, "mode": cfg.mode, "inner_steps": str(rec.steps), "inner_lr": lr,
         "items": str(cfg.n_items - 1), "algorithm": str(bundle.manifest.get("train", {}).get("algorithm", "")),
     })
     rec.warm_up()

@@ -26,13 +26,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from metarec.errors import ArtifactError
 from metarec.model import ModelConfig, RecModel, Vocab, score_matrix
 
+__all__ = ["ArtifactError", "Bundle", "CatalogGraph", "export_onnx", "load", "save"]
+
 ONNX_OPSET = 17
-
-
-class ArtifactError(ValueError):
-    """A model directory that is missing, incomplete or inconsistent."""
 
 
 class CatalogGraph(nn.Module):

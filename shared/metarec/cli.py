@@ -58,7 +58,7 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Models folder; writes OUT/<version> and OUT/latest.")] = Path(
         "models"),
     mode: Annotated[str, typer.Option(help="binary (BCE on 0/1 labels) or rating (MSE).")] = "binary",
-    algorithm: Annotated[str, typer.Option(help="maml | fomaml")] = "maml",
+    algorithm: Annotated[str, typer.Option(help="maml | fomaml | metasgd | reptile")] = "maml",
     steps: Annotated[int, typer.Option(min=1, help="Outer steps at most.")] = 2000,
     budget_seconds: Annotated[float, typer.Option(min=1.0, help="Stop meta-training after this long.")] = 150.0,
     inner_steps: Annotated[int, typer.Option(min=0, help="Adaptation steps per user.")] = 5,
@@ -171,11 +171,49 @@ def topics(partitions: Annotated[int | None, typer.Option(min=1, help="Partition
     out.print("created: " + (", ".join(created) if created else "nothing (all exist)"))
 
 
-def _register_extensions() -> None:
-    """Commands that live beside the modules they drive."""
-    from metarec.export import export
+@app.command()
+def export(
+    user: Annotated[str, typer.Option("--user", help="External id of the user to export.")],
+    model_dir: Annotated[Path, typer.Option(help="Model directory (a version, or a parent holding latest).")] = Path(
+        "models/latest"),
+    events: Annotated[Path | None, typer.Option(
+        help="Event log (.jsonl) or MovieLens data holding the user's history; without it the user gets the "
+             "meta-learned initialization.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | ml-100k | ml-1m | ml-csv")] = "auto",
+    out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default exports/<user>.onnx).")]
+    = None,
+) -> None:
+    """Write one user's adapted model as a self-contained ONNX file: ctx (B, F) -> scores (B, N)."""
+    from metarec import artifact
+    from metarec.export import UserTemplate, user_fast
+    from metarec.state import step
 
-    app.command()(export)
+    bundle = artifact.load(model_dir)
+    cfg = bundle.model.cfg
+    buffer: tuple = ()
+    if events is not None:
+        from metarec.data import load_events
+
+        mine = sorted((e for e in load_events(events, fmt) if e.user_id == user), key=lambda e: e.ts)
+        if not mine:
+            raise ValueError(f"export: user {user!r} has no events in {events}")
+        buffer = step(None, mine, cfg.buffer_size, 0)[0].buffer
+    fast = user_fast(bundle.model, buffer, user, bundle.vocab)
+    meta = {"model_version": bundle.version, "columns": "column j is item index j+1 of vocab.json",
+            "events_used": str(len(buffer))}
+    template = UserTemplate.from_file(bundle.onnx_path, meta)
+    path = out_path or Path("exports") / f"{user}.onnx"
+    template.write(path, bundle.vocab.user(user), fast, user)
+    known = "known" if bundle.vocab.user(user) else "new (unknown-user embedding)"
+    out.print(f"wrote {path}: user {user} ({known}), adapted on {len(buffer)} events, "
+               f"model {bundle.version}, {cfg.n_items - 1} items")
+
+
+def _register_extensions() -> None:
+    """Commands that live beside the modules they drive (their heavy imports stay lazy)."""
+    from metarec.evaluate.command import evaluate
+
+    app.command()(evaluate)
 
 
 _register_extensions()
@@ -184,9 +222,7 @@ _register_extensions()
 def main() -> None:
     from pydantic import ValidationError
 
-    from metarec.artifact import ArtifactError
-    from metarec.data.eventlog import DataError
-    from metarec.kafka_io import BrokerError
+    from metarec.errors import ArtifactError, BrokerError, DataError
 
     try:
         app()

@@ -17,12 +17,10 @@ import io
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import onnx
 import torch
-import typer
 from onnx import helper, numpy_helper
 from torch import Tensor, nn
 
@@ -171,41 +169,6 @@ def user_fast(model: RecModel, buffer: Sequence, user_id: str, vocab: object) ->
         return {k: v.detach().numpy().copy() for k, v in model.fast_init().items()}
     sup = support_from_buffers([user_id], [list(buffer)], vocab, model.cfg)  # type: ignore[arg-type]
     with torch.no_grad():
-        fast = adapt(model, sup, model.cfg.inner_steps, model.cfg.inner_lr)
+        fast = adapt(model, sup, model.cfg.inner_steps, model.inner_lr_map())
     return {k: v[0].numpy().copy() for k, v in fast.items()}
 
-
-def export(
-    user: Annotated[str, typer.Option("--user", help="External id of the user to export.")],
-    model_dir: Annotated[Path, typer.Option(help="Model directory (a version, or a parent holding latest).")] = Path(
-        "models/latest"),
-    events: Annotated[Path | None, typer.Option(
-        help="Event log (.jsonl) or MovieLens data holding the user's history; without it the user gets the "
-             "meta-learned initialization.")] = None,
-    fmt: Annotated[str, typer.Option("--format", help="auto | jsonl | ml-100k | ml-1m | ml-csv")] = "auto",
-    out_path: Annotated[Path | None, typer.Option("--out", help="File to write (default exports/<user>.onnx).")]
-    = None,
-) -> None:
-    """Write one user's adapted model as a self-contained ONNX file: ctx (B, F) -> scores (B, N)."""
-    from metarec import artifact
-    from metarec.state import step
-
-    bundle = artifact.load(model_dir)
-    cfg = bundle.model.cfg
-    buffer: tuple = ()
-    if events is not None:
-        from metarec.data import load_events
-
-        mine = sorted((e for e in load_events(events, fmt) if e.user_id == user), key=lambda e: e.ts)
-        if not mine:
-            raise ValueError(f"export: user {user!r} has no events in {events}")
-        buffer = step(None, mine, cfg.buffer_size, 0)[0].buffer
-    fast = user_fast(bundle.model, buffer, user, bundle.vocab)
-    meta = {"model_version": bundle.version, "columns": "column j is item index j+1 of vocab.json",
-            "events_used": str(len(buffer))}
-    template = UserTemplate.from_file(bundle.onnx_path, meta)
-    path = out_path or Path("exports") / f"{user}.onnx"
-    template.write(path, bundle.vocab.user(user), fast, user)
-    known = "known" if bundle.vocab.user(user) else "new (unknown-user embedding)"
-    typer.echo(f"wrote {path}: user {user} ({known}), adapted on {len(buffer)} events, "
-               f"model {bundle.version}, {cfg.n_items - 1} items")

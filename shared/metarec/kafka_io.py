@@ -15,12 +15,9 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
+from metarec.errors import BrokerError
 from metarec.events import Event, Invalid, encode
 from metarec.settings import KafkaSettings
-
-
-class BrokerError(RuntimeError):
-    """The broker cannot be reached or refused a request; the message says which and where."""
 
 
 def _connect(factory: Callable[..., Any], settings: KafkaSettings, **kw: Any) -> Any:

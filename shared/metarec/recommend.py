@@ -64,10 +64,13 @@ class Recommender:
         self.scorer = scorer
         self.k = top_k
         self.steps = self.cfg.inner_steps if inner_steps is None else inner_steps
-        self.lr = self.cfg.inner_lr if inner_lr is None else inner_lr
-        self.cache: OrderedDict[str, dict[str, np.ndarray]] = OrderedDict()
+        lr = self.model.inner_lr_map() if inner_lr is None else inner_lr  # Meta-SGD: learned per-parameter rates
+        self.lr: float | dict[str, torch.Tensor] = (
+            {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else float(lr))
+        self.cache: OrderedDict[str, np.ndarray] = OrderedDict()  # user → flat adapted weights (P,)
         self.cache_users = cache_users
         self.init = {k: v.detach() for k, v in self.model.fast_init().items()}
+        self._init_flat = torch.cat([v.reshape(-1) for v in self.init.values()]).numpy()
 
     def warm_up(self) -> None:
         """Run one adaptation and one scoring call so the first real batch is not the slow one."""
@@ -92,7 +95,7 @@ class Recommender:
         if self.cfg.mode != "binary":
             return out
         vocab, cfg = self.bundle.vocab, self.cfg
-        rows: list[tuple[UserState, list[tuple[Buffered, float]], dict[str, np.ndarray] | None]] = []
+        rows: list[tuple[UserState, list[tuple[Buffered, float]], np.ndarray | None]] = []
         for st, evs in zip(states, new):
             labelled = [(e, t) for e in evs if (t := target(e.kind, e.value, cfg)) is not None]
             prior = self.cache.get(st.user_id)
@@ -108,8 +111,8 @@ class Recommender:
             ctx[j, :len(lab)] = [context_ids(e.context, cfg) for e, _ in lab]
         users = torch.tensor([vocab.user(st.user_id) for st, _, _ in rows])
         init = {k: v.unsqueeze(0).expand(r, *v.shape) for k, v in self.init.items()}
-        adapted = {k: torch.stack([torch.from_numpy(p[k]) if p is not None else self.init[k] for _, _, p in rows])
-                   for k in self.init}
+        flat = np.stack([p if p is not None else self._init_flat for _, _, p in rows])
+        adapted = self._unflatten(torch.from_numpy(flat))
         it, cx = torch.from_numpy(items), torch.from_numpy(ctx)
         with torch.no_grad():
             p_init = torch.sigmoid(predict_rows(self.model, init, users, it, cx)).numpy()
@@ -137,8 +140,9 @@ class Recommender:
         t2 = time.perf_counter()
         if timings is not None:
             timings.adapt_s, timings.score_s = t1 - t0, t2 - t1
+        flat = np.concatenate([v.reshape(len(states), -1) for v in fast.values()], axis=1)
         for b, s in enumerate(states):
-            self._remember(s.user_id, {k: v[b].copy() for k, v in fast.items()})
+            self._remember(s.user_id, flat[b].copy())
         emitted = time.time() if now is None else now
         return [
             Recommendation(
@@ -151,7 +155,16 @@ class Recommender:
             for b, s in enumerate(states)
         ]
 
-    def _remember(self, user_id: str, fast: dict[str, np.ndarray]) -> None:
+    def _unflatten(self, flat: torch.Tensor) -> Fast:
+        """``(R, P)`` flat adapted weights → ``{name: (R, *shape)}`` (views)."""
+        out, at = {}, 0
+        for k, v in self.init.items():
+            n = v.numel()
+            out[k] = flat[:, at:at + n].reshape(flat.shape[0], *v.shape)
+            at += n
+        return out
+
+    def _remember(self, user_id: str, fast: np.ndarray) -> None:
         if self.cache_users <= 0:
             return
         self.cache[user_id] = fast

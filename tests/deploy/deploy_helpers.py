@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
-from metarec.metrics import Metrics
 from prometheus_client import CollectorRegistry
+
+from metarec.metrics import Metrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from deploy_helpers import DEPLOY, REPO, load_yaml
+
 from metarec.settings import KafkaSettings, WorkerSettings
 
 pytestmark = pytest.mark.deploy

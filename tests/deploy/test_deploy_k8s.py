@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from deploy_helpers import DEPLOY, K8S, tool
+
 from metarec.settings import WorkerSettings
 
 pytestmark = pytest.mark.deploy

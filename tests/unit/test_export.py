@@ -12,13 +12,15 @@ import onnxruntime as ort
 import pytest
 import torch
 import typer
+from typer.testing import CliRunner
+
 from metarec import artifact
 from metarec.adapt import Support, adapt
+from metarec.cli import export
 from metarec.data import write_jsonl
 from metarec.events import new_event
-from metarec.export import UserTemplate, export, export_retraced
+from metarec.export import UserTemplate, export_retraced
 from metarec.model import ModelConfig, RecModel, Vocab, score_matrix
-from typer.testing import CliRunner
 
 TOL = 1e-5
 

@@ -7,11 +7,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from metarec.errors import DataError
 from metarec.events import Event, Invalid, decode, encode
 
-
-class DataError(ValueError):
-    """A data file that cannot be read as events; the message names the file and the line."""
+__all__ = ["DataError", "FORMATS", "load_events", "read_jsonl", "write_jsonl"]
 
 
 def _open(path: Path, mode: str) -> IO[bytes]:
