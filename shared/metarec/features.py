@@ -97,22 +97,47 @@ def pad_support(table: EventTable, rows: Sequence[np.ndarray], user_idx: Sequenc
                    torch.from_numpy(ctx), torch.from_numpy(y), torch.from_numpy(mask))
 
 
+Encoded = tuple[int, tuple[int, ...], float, float]  # item index, context ids, target, mask
+
+
+def encode_event(ev: Buffered, vocab: Vocab, cfg: ModelConfig) -> Encoded:
+    t = target(ev.kind, ev.value, cfg)
+    return vocab.item(ev.item_id), context_ids(ev.context, cfg), 0.0 if t is None else t, 0.0 if t is None else 1.0
+
+
 def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buffered]], vocab: Vocab,
-                         cfg: ModelConfig) -> Support:
-    """The worker's buffers as a padded batch; events without a target are masked out."""
+                         cfg: ModelConfig, cache: dict[str, Encoded] | None = None) -> Support:
+    """The worker's buffers as a padded batch; events without a target are masked out.
+
+    ``cache`` (event_id → encoding) skips re-encoding events seen in earlier batches; the
+    caller bounds it.
+    """
     b, f = len(user_ids), cfg.max_context
-    s = max(1, max((len(x) for x in buffers), default=1))
+    lengths = np.fromiter((len(x) for x in buffers), np.int64, b)
+    s = max(1, int(lengths.max(initial=1)))
+    events = [ev for buf in buffers for ev in buf]
+    if cache is None:
+        enc = [encode_event(ev, vocab, cfg) for ev in events]
+    else:
+        enc = []
+        for ev in events:
+            e = cache.get(ev.event_id)
+            if e is None:
+                e = cache[ev.event_id] = encode_event(ev, vocab, cfg)
+            enc.append(e)
+    # one Python pass over the events, then a vectorized scatter into the padded arrays
+    rows_j = np.repeat(np.arange(b), lengths)
+    rows_k = np.arange(len(events)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     items = np.zeros((b, s), np.int64)
     ctx = np.zeros((b, s, f), np.int64)
     y = np.zeros((b, s), np.float32)
     mask = np.zeros((b, s), np.float32)
-    for j, buf in enumerate(buffers):
-        for k, ev in enumerate(buf):
-            t = target(ev.kind, ev.value, cfg)
-            items[j, k] = vocab.item(ev.item_id)
-            ctx[j, k] = context_ids(ev.context, cfg)
-            if t is not None:
-                y[j, k], mask[j, k] = t, 1.0
+    if enc:
+        cols = list(zip(*enc))
+        items[rows_j, rows_k] = cols[0]
+        ctx[rows_j, rows_k] = np.array(cols[1], np.int64).reshape(-1, f)
+        y[rows_j, rows_k] = cols[2]
+        mask[rows_j, rows_k] = cols[3]
     users = np.array([vocab.user(u) for u in user_ids], np.int64)
     return Support(torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(ctx),
                    torch.from_numpy(y), torch.from_numpy(mask))

@@ -21,7 +21,7 @@ import torch
 from metarec.adapt import Fast, predict_rows
 from metarec.artifact import Bundle
 from metarec.fastadapt import adapt_explicit
-from metarec.features import context_ids, current_context, support_from_buffers, target
+from metarec.features import Encoded, context_ids, current_context, support_from_buffers, target
 from metarec.score import Scorer, top_k
 from metarec.state import Buffered, UserState
 
@@ -69,6 +69,7 @@ class Recommender:
             {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else float(lr))
         self.cache: OrderedDict[str, np.ndarray] = OrderedDict()  # user → flat adapted weights (P,)
         self.cache_users = cache_users
+        self._encoded: dict[str, Encoded] = {}  # event_id → encoded support row
         self.init = {k: v.detach() for k, v in self.model.fast_init().items()}
         self._init_flat = torch.cat([v.reshape(-1) for v in self.init.values()]).numpy()
 
@@ -82,8 +83,10 @@ class Recommender:
 
     def adapt(self, states: Sequence[UserState]) -> Fast:
         """Adapted weights of every user in ``states``: ``{name: (B, ...)}``."""
+        if len(self._encoded) > 64 * max(self.cache_users, 1024):
+            self._encoded.clear()  # a bounded cache: start over rather than track recency per event
         sup = support_from_buffers([s.user_id for s in states], [s.buffer for s in states],
-                                   self.bundle.vocab, self.cfg)
+                                   self.bundle.vocab, self.cfg, self._encoded)
         with torch.no_grad():
             return adapt_explicit(self.model, sup, self.steps, self.lr)
 
