@@ -114,12 +114,12 @@ def consume_while_replaying(env: dict[str, str]) -> tuple[int, set[str]]:
 
     def replay() -> None:
         try:
-            run("replay", "--events", str(STATE / "sim.jsonl"), "--rate", "1500", "--limit", str(REPLAY_EVENTS),
+            run("replay", "--events", str(STATE / "sim.jsonl"), "--rate", "1000", "--limit", str(REPLAY_EVENTS),
                 "--now", env=env)
         finally:
             done.set()
 
-    say(f"replaying {REPLAY_EVENTS} events at 1500/s into {settings.topic_events}; recommendations as they arrive:")
+    say(f"replaying {REPLAY_EVENTS} events at 1000/s into {settings.topic_events}; recommendations as they arrive:")
     thread = threading.Thread(target=replay, daemon=True)
     thread.start()
     count, users = 0, set()

@@ -34,6 +34,9 @@ def test_melu_protocol_end_to_end(sim_log: Path, tmp_path: Path) -> None:
     kinds = {r["method"]: r["kind"] for r in m["rows"]}
     assert {"MAML", "FOMAML", "Meta-SGD", "Reptile"} <= {k for k, v in kinds.items() if v == "meta"}
     assert kinds["global"] == "baseline" and kinds["fine-tuned"] == "baseline"
+    from metarec.evaluate.melu import ADAPT_MULTS
+
+    assert all(c["adapt_mult"] in ADAPT_MULTS for c in m["chosen"]["meta"].values())  # chosen on validation
     nu = [r for r in m["rows"] if r["split"] == "new_users"]
     for r in nu:
         assert set(r) >= {"mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3"}
@@ -70,3 +73,15 @@ def test_bad_arguments_are_one_line_errors(sim_log: Path, tmp_path: Path) -> Non
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="missing column"):
         run_evaluation("melu", bad, "csv", tmp_path, 1.0, 0)
+
+
+def test_test_time_steps_come_from_each_algorithms_best_trial() -> None:
+    from metarec.evaluate.melu import _best_mult
+    from metarec.evaluate.search import SearchResult
+
+    trials = [{"params": {"algorithm": "maml"}, "value": 0.80}, {"params": {"algorithm": "reptile"}, "value": 0.75},
+              {"params": {"algorithm": "maml"}, "value": 0.70}, {"params": {"algorithm": "maml"}, "value": float("nan")}]
+    res = SearchResult({"algorithm": "maml"}, 0.70, trials)
+    mults = {0: 1, 1: 4, 2: 2, 3: 4}
+    assert _best_mult(res, mults, "maml") == 2 and _best_mult(res, mults, "reptile") == 4
+    assert _best_mult(res, mults, "metasgd") == 1  # no trial: the meta-training step count

@@ -25,6 +25,9 @@ from metarec.meta import Sampler
 from metarec.model import RecModel
 
 SUPPORT_SIZES = (1, 3, 5, 10, 20)
+# test-time adaptation steps of a meta-learned model, as multiples of its meta-training inner
+# steps, chosen on validation per trial (the counterpart of the fine-tuning grid of `global`)
+ADAPT_MULTS = (1, 2, 4)
 Tick = Callable[[str], None]
 Predict = Callable[[Support, Support], np.ndarray]
 
@@ -109,10 +112,18 @@ class Melu:
         plan = self.plan
         t_budget = 1e9
 
+        mult_of: dict[int, int] = {}
+
         def meta_objective(params: dict[str, Any]) -> float:
             model = self.train_meta(split, params, plan.trial_steps, self.seed)
-            predict = neural(model, int(params["inner_steps"]), model.inner_lr_map())
-            return score(self.r, split, split.val, predict)["mae"]
+            best = (1, np.inf)
+            for mult in ADAPT_MULTS:
+                predict = neural(model, int(params["inner_steps"]) * mult, model.inner_lr_map())
+                mae = score(self.r, split, split.val, predict)["mae"]
+                if mae < best[1]:
+                    best = (mult, mae)
+            mult_of[len(mult_of)] = best[0]
+            return best[1]
 
         ft_of: dict[int, dict[str, Any]] = {}
 
@@ -131,7 +142,7 @@ class Melu:
         lam = min(((li, lu) for li in M.LAMBDAS for lu in M.LAMBDAS),
                   key=lambda p: score(self.r, split, split.val, self._offset_predict(split, *p))["mae"])
         return {"meta": meta, "global": glob, "finetune": ft_of[best_trial], "lambdas": lam,
-                "val_users": len(split.val)}
+                "val_users": len(split.val), "adapt_mult": mult_of}
 
     def _offset_predict(self, split: MeluSplit, lam_item: float, lam_user: float) -> Predict:
         io = self.item_offset(split, lam_item)
@@ -155,7 +166,8 @@ class Melu:
             params = chosen["meta"][a]
             model = self.train_meta(split, params, self.plan.meta_steps, seed)
             self.tick(f"test: {M.label(a)}")
-            preds[M.label(a)] = ("meta", neural(model, int(params["inner_steps"]), model.inner_lr_map()))
+            steps = int(params["inner_steps"]) * int(params.get("adapt_mult", 1))
+            preds[M.label(a)] = ("meta", neural(model, steps, model.inner_lr_map()))
         out: dict[tuple[str, str], dict[str, float]] = {}
         curve: dict[str, dict[int, float]] = {}
         nu = split.states["new_users"]
@@ -174,7 +186,8 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     ev = Melu(r, seed, plan, net or Net(), tick)
     val = ev.validate()
     meta: SearchResult = val["meta"]
-    chosen = {"meta": {a: M.algorithm_params(meta.best_where(algorithm=a), a) for a in M.META_ALGORITHMS},
+    chosen = {"meta": {a: {**M.algorithm_params(meta.best_where(algorithm=a), a),
+                           "adapt_mult": _best_mult(meta, val["adapt_mult"], a)} for a in M.META_ALGORITHMS},
               "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
               "lambdas": val["lambdas"]}
     t_val = time.monotonic() - t0
@@ -189,6 +202,13 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
             "support_curve": {m: {k: float(np.nanmean([c[m][k] for c in curves])) for k in SUPPORT_SIZES}
                               for m in curves[0]},
             "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
+
+
+def _best_mult(meta: SearchResult, mult_of: dict[int, int], algorithm: str) -> int:
+    """The test-time step multiple validation chose with ``algorithm``'s best trial (1 if none)."""
+    ok = [i for i, t in enumerate(meta.trials)
+          if t["params"].get("algorithm") == algorithm and t["value"] == t["value"]]
+    return mult_of.get(min(ok, key=lambda i: meta.trials[i]["value"]), 1) if ok else 1
 
 
 METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3", "auc", "logloss", "hr@10", "ndcg@10")
