@@ -10,7 +10,6 @@ breaks table writes (faust issue #497).
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import time
 from collections import OrderedDict
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
+import msgspec
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -32,8 +32,6 @@ from metarec.recommend import Recommendation, Timings
 from metarec.settings import WorkerSettings
 from metarec.state import Buffered
 from services.adapter.bootstrap import Services, bootstrap
-
-log = logging.getLogger("metarec.adapter")
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
 DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
@@ -250,10 +248,11 @@ class Adapter:
                 return self.bytes(data, content_type="application/octet-stream")
 
 
-def _json(rec: Recommendation) -> bytes:
-    import msgspec
+_ENCODE = msgspec.json.Encoder()
 
-    return msgspec.json.encode(rec)
+
+def _json(rec: Recommendation) -> bytes:
+    return _ENCODE.encode(rec)
 
 
 def _credentials(s: WorkerSettings) -> Any:

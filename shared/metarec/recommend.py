@@ -75,9 +75,7 @@ class Recommender:
 
     def warm_up(self) -> None:
         """Run one adaptation and one scoring call so the first real batch is not the slow one."""
-        from metarec.state import Buffered as B
-
-        probe = UserState(user_id="\x00warm-up", events_seen=1, buffer=(B("w", "", "click", 1.0, 0.0, {}),))
+        probe = UserState(user_id="\x00warm-up", events_seen=1, buffer=(Buffered("w", "", "click", 1.0, 0.0, {}),))
         self.recommend([probe])
         self.cache.pop(probe.user_id, None)
 
