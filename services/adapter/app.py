@@ -32,6 +32,7 @@ from metarec.recommend import Recommendation, Timings
 from metarec.settings import WorkerSettings
 from metarec.state import Buffered
 from services.adapter.bootstrap import Services, bootstrap
+from services.adapter.faust_fixes import keep_queues_on_repeated_resume
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
 DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
@@ -66,6 +67,7 @@ class Adapter:
             table_standby_replicas=0, logging_config=None,
             producer_linger=s.producer_linger_ms / 1000.0, producer_max_batch_size=1 << 18,
         )
+        keep_queues_on_repeated_resume(self.app.flow_control)  # faust drops an event otherwise; see faust_fixes
         self.events = self.app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                      partitions=s.partitions)
         self.recs_topic = self.app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="raw",
