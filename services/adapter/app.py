@@ -4,7 +4,8 @@ The agent body does three things per message: :func:`metarec.pipeline.apply` (de
 step the user's state), write the state to the table, and mark the user pending. Batched
 adaptation and scoring run in :meth:`Adapter.flush`, from a short timer (``linger_ms``) or
 when ``batch_max_users`` users are pending — not through ``stream.take()``, whose batching
-breaks table writes (faust issue #497).
+breaks table writes (faust issue #497). The model side lives in :mod:`services.adapter.compute`:
+a child process by default, so that it does not share this process's interpreter lock.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import faust
@@ -24,14 +24,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metarec import state as st
 from metarec.events import Invalid
-from metarec.export import UserTemplate
 from metarec.kafka_io import dead_letter
 from metarec.pipeline import Applied, Pending, apply
 from metarec.quality import Rolling
-from metarec.recommend import Recommendation, Timings
+from metarec.recommend import Recommendation
 from metarec.settings import WorkerSettings
-from metarec.state import Buffered
 from services.adapter.bootstrap import Services, bootstrap
+from services.adapter.compute import BatchOut, Compute
 from services.adapter.faust_fixes import keep_queues_on_repeated_resume
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
@@ -45,16 +44,15 @@ class Adapter:
 
     def __init__(self, settings: WorkerSettings, services: Services | None = None) -> None:
         self.settings = s = settings
-        self.services = services or bootstrap(settings)
+        self.services = services or bootstrap(settings, with_recommender=s.compute == "thread")
         self.metrics = self.services.metrics
-        self.recommender = self.services.recommender
+        rec = self.services.recommender
+        self.compute = Compute.in_thread(rec) if rec is not None else Compute.in_process(s)
         self.pending = Pending()
         self.latest: OrderedDict[str, Recommendation] = OrderedDict()  # last recommendation per user (a cache)
         self.offsets: dict[int, int] = {}  # last processed offset per events partition
         self.quality = {"init": Rolling(s.quality_window), "adapted": Rolling(s.quality_window)}
-        self._compute = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metarec-compute")
         self._flushing = asyncio.Lock()
-        self._template: UserTemplate | None = None  # per-user ONNX export, built on first use
         self._lag_labels: set[tuple[str, str]] = set()  # consumer_lag series this worker reports
         self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
         self._decoded: OrderedDict[bytes, tuple[bytes, st.UserState]] = OrderedDict()  # a decode cache
@@ -110,7 +108,7 @@ class Adapter:
         self._decoded.move_to_end(key)  # type: ignore[arg-type]
         if len(self._decoded) > self.settings.latest_cache:
             self._decoded.popitem(last=False)
-        self.pending.touch(out.state, out.new, kafka_ts or time.time())
+        self.pending.touch(out.state, out.new, kafka_ts or time.time(), encoded)
         if len(self.pending) >= 4 * s.batch_max_users:
             await self.flush(wait=True)  # backpressure: consumption runs ahead of compute by a few batches only
         elif len(self.pending) >= s.batch_max_users:
@@ -131,40 +129,36 @@ class Adapter:
     async def flush(self, wait: bool = False) -> None:
         """Adapt, score and publish for the pending users, ``batch_max_users`` at a time.
 
-        The compute runs on one worker thread (torch and onnxruntime release the GIL), so the
-        agent keeps consuming meanwhile and the next batch grows. The timer skips while a
-        flush runs; the agent (``wait=True``) waits for it, which is the backpressure.
+        The compute runs in a child process (or a thread: ``compute="thread"``), so the agent
+        keeps consuming meanwhile and the next batch grows. The timer skips while a flush
+        runs; the agent (``wait=True``) waits for it, which is the backpressure.
         """
         if self._flushing.locked() and not wait:
             return
         async with self._flushing:
-            loop = asyncio.get_running_loop()
             rounds = 0
             while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
                 rounds += 1
                 batch = self.pending.take(self.settings.batch_max_users)
-                states, news = [t.state for t in batch], [t.new for t in batch]
-                recs = await loop.run_in_executor(self._compute, self._recommend, states, news)
-                for t, rec in zip(batch, recs):
+                out = await self.compute.batch([t.state for t in batch], [t.raw for t in batch],
+                                               [t.new for t in batch])
+                self._observe(out, len(batch))
+                for t, rec in zip(batch, out.recs):
                     self._remember(rec)
                     await self.send_rec(rec)
                     self.metrics.recommendations_emitted.inc()
                     self.metrics.event_to_recommendation_seconds.observe(max(0.0, time.time() - t.first_seen))
 
-    def _recommend(self, states: list[st.UserState], news: list[list[Buffered]]) -> list[Recommendation]:
-        """Live quality first (predictions made before learning), then adapt + score. Compute thread."""
+    def _observe(self, out: BatchOut, users: int) -> None:
+        """Live quality (predictions made before learning) and compute timings of one batch."""
         m = self.metrics
-        live = self.recommender.live_predictions(states, news)
-        for name, preds in (("init", live.init), ("adapted", live.adapted)):
-            for y, p in zip(live.y, preds):
+        for name, preds in (("init", out.init), ("adapted", out.adapted)):
+            for y, p in zip(out.y, preds):
                 self.quality[name].add(y, p)
             m.live_predictions.labels(name).inc(len(preds))
-        timings = Timings()
-        recs = self.recommender.recommend(states, timings=timings)
-        m.adapt_seconds.observe(timings.adapt_s)
-        m.adapt_batch_users.observe(len(states))
-        m.score_seconds.observe(timings.score_s)
-        return recs
+        m.adapt_seconds.observe(out.adapt_s)
+        m.adapt_batch_users.observe(users)
+        m.score_seconds.observe(out.score_s)
 
     def _remember(self, rec: Recommendation) -> None:
         self.latest[rec.user_id] = rec
@@ -174,8 +168,7 @@ class Adapter:
 
     async def update_gauges(self) -> None:
         m = self.metrics
-        # the windows are filled on the compute thread: read them there too
-        await asyncio.get_running_loop().run_in_executor(self._compute, self._quality_gauges)
+        self._quality_gauges()
         m.active_users.set(len(self.table))
         consumer = self.app.consumer
         assigned = {tp for tp in consumer.assignment() if tp.topic == self.settings.topic_events}
@@ -192,14 +185,10 @@ class Adapter:
             pos = done + 1 if done is not None else (committed.get(tp) or 0)
             m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, (hw or 0) - pos))
 
-    def export_user(self, state: st.UserState) -> bytes:
-        """The user's adapted model as a self-contained ONNX file (patched template). Compute thread."""
-        t0 = time.perf_counter()
-        if self._template is None:
-            self._template = UserTemplate.from_file(self.services.bundle.onnx_path)
-        fast = {k: v[0].numpy() for k, v in self.recommender.adapt([state]).items()}
-        data = self._template.patch(self.services.bundle.vocab.user(state.user_id), fast, state.user_id)
-        self.metrics.export_seconds.observe(time.perf_counter() - t0)
+    async def export_user(self, raw: bytes) -> bytes:
+        """The user's adapted model (state bytes as stored) as a self-contained ONNX file."""
+        data, seconds = await self.compute.export(raw)
+        self.metrics.export_seconds.observe(seconds)
         return data
 
     def _quality_gauges(self) -> None:
@@ -232,9 +221,7 @@ class Adapter:
                     raw = adapter.table.get(user_id.encode())
                     if raw is None:
                         return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
-                    state = st.loads(raw)
-                    loop = asyncio.get_running_loop()
-                    rec = (await loop.run_in_executor(adapter._compute, adapter.recommender.recommend, [state]))[0]
+                    rec = await adapter.compute.one(raw)
                     adapter._remember(rec)
                 return self.bytes(_json(rec), content_type="application/json")
 
@@ -245,8 +232,7 @@ class Adapter:
                 raw = adapter.table.get(user_id.encode())
                 if raw is None:
                     return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
-                loop = asyncio.get_running_loop()
-                data = await loop.run_in_executor(adapter._compute, adapter.export_user, st.loads(raw))
+                data = await adapter.export_user(raw)
                 return self.bytes(data, content_type="application/octet-stream")
 
 

@@ -18,23 +18,36 @@ from metarec.settings import WorkerSettings
 class Services:
     settings: WorkerSettings
     bundle: artifact.Bundle
-    recommender: Recommender
+    recommender: Recommender | None  # None when compute runs in a child process (it loads its own)
     metrics: Metrics
 
 
-def bootstrap(settings: WorkerSettings, registry: CollectorRegistry | None = None) -> Services:
-    """Load the model directory and build what the worker needs."""
+def load_recommender(settings: WorkerSettings, bundle: artifact.Bundle | None = None) -> Recommender:
+    """The model directory → a warmed-up recommender (where adaptation and scoring run)."""
     torch.set_num_threads(settings.torch_threads)
-    bundle = artifact.load(settings.model_dir)
-    scorer = OnnxScorer(bundle.onnx_path)
-    rec = Recommender(bundle, scorer, top_k=settings.top_k, inner_steps=settings.inner_steps,
+    bundle = bundle or artifact.load(settings.model_dir)
+    rec = Recommender(bundle, OnnxScorer(bundle.onnx_path), top_k=settings.top_k, inner_steps=settings.inner_steps,
                       inner_lr=settings.inner_lr)
+    rec.warm_up()
+    return rec
+
+
+def bootstrap(settings: WorkerSettings, registry: CollectorRegistry | None = None,
+              with_recommender: bool = True) -> Services:
+    """Load the model directory and build what the worker needs.
+
+    ``with_recommender=False`` is for ``compute="process"``: the child process builds the
+    recommender; this process only needs the bundle's description for ``metarec_model_info``.
+    """
+    bundle = artifact.load(settings.model_dir)
+    rec = load_recommender(settings, bundle) if with_recommender else None
     metrics = Metrics.create(registry)
     cfg = bundle.model.cfg
-    lr = "learned (Meta-SGD)" if isinstance(rec.lr, dict) else str(rec.lr)
+    steps = cfg.inner_steps if settings.inner_steps is None else settings.inner_steps
+    lr: object = settings.inner_lr if settings.inner_lr is not None else bundle.model.inner_lr_map()
     metrics.model_info.info({
-        "version": bundle.version, "mode": cfg.mode, "inner_steps": str(rec.steps), "inner_lr": lr,
+        "version": bundle.version, "mode": cfg.mode, "inner_steps": str(steps),
+        "inner_lr": "learned (Meta-SGD)" if isinstance(lr, dict) else str(float(lr)),  # type: ignore[arg-type]
         "items": str(cfg.n_items - 1), "algorithm": str(bundle.manifest.get("train", {}).get("algorithm", "")),
     })
-    rec.warm_up()
     return Services(settings, bundle, rec, metrics)

@@ -6,6 +6,7 @@ Every process that talks to Kafka takes the broker address from ``METAREC_KAFKA_
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,7 @@ class WorkerSettings(KafkaSettings):
     inner_lr: float | None = Field(default=None, gt=0)  # override the model's inner learning rate
     producer_linger_ms: float = Field(default=5.0, ge=0)  # batch changelog and output writes this long
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for adaptation (1 is fastest per core)
+    compute: Literal["process", "thread"] = "process"  # adapt + score in a child process, or a thread here
     batch_max_users: int = Field(default=256, ge=1)  # adapt at most this many users in one call
     linger_ms: float = Field(default=20.0, ge=0)  # wait this long to coalesce a user's events
     quality_window: int = Field(default=2000, ge=10)  # labelled events in the rolling live AUC/logloss
