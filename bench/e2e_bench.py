@@ -142,7 +142,7 @@ def _latencies(evs: Sequence[Event], sent: Sequence[float], recs: Recs,
     return np.array(lat), len(sent) - len(lat), np.array(before_emit)
 
 
-def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "current",
+def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
         tmp: Path | None = None) -> dict[str, Any]:
     evs, source = common.events()
     tag = uuid.uuid4().hex[:10]
@@ -168,7 +168,7 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "current",
     workdir = Path(tmp or "/tmp") / f"bench-worker-{tag}"
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **env_topics, "METAREC_KAFKA_BOOTSTRAP": bootstrap, "METAREC_DATA_DIR": str(workdir),
-           "METAREC_BENCH_ADAPT": variant, "OMP_NUM_THREADS": "1",
+           "METAREC_COMPUTE": variant, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(common.ROOT / "shared"), str(common.ROOT)])}
     log = open(workdir / "worker.log", "w")
     t_start = time.time()
@@ -227,8 +227,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             rows.append([r["variant"], f"{r['events_per_s']:,.0f}", name, f"{ph['target_events_per_s']:,.0f}",
                          f"{ph['produced_events_per_s']:,.0f}", ph["p50_ms"], ph["p95_ms"], ph["p99_ms"],
                          ph["p50_ms_send_to_emit"], ph["p50_ms_emit_to_arrival"], ph["uncovered_events"]])
-    return ("# End to end (real Kafka broker, one worker process, 1 compute thread)\n\n"
-            + common.table(["adapt path", "sustained events/s", "load", "target ev/s", "produced ev/s", "p50 ms",
+    return ("# End to end (real Kafka broker, one worker: compute in a child process or a thread)\n\n"
+            + common.table(["compute", "sustained events/s", "load", "target ev/s", "produced ev/s", "p50 ms",
                             "p95 ms", "p99 ms", "p50 send→emit", "p50 emit→arrival", "uncovered"], rows)
             + "\nLatency: event send time → arrival of the first recommendation covering it at a consumer. "
               "Sustained: a backlog drained by the worker (events per recommendation: "

@@ -90,7 +90,8 @@ def main() -> None:
             t = time.time()
             bootstrap, own = _broker()
             try:
-                variants = ["current"] if args.quick else ["current", "vmap"]  # vmap: the generic adaptation path
+                # process: compute in a child process (the default); thread: in the worker's own process
+                variants = ["process"] if args.quick else ["process", "thread"]
                 runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in variants]
             finally:
                 if own is not None:
