@@ -23,8 +23,7 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metarec import state as st
-from metarec.events import Invalid
-from metarec.kafka_io import dead_letter
+from metarec.events import Invalid, dead_letter
 from metarec.pipeline import Applied, Pending, apply
 from metarec.quality import Rolling
 from metarec.recommend import Recommendation

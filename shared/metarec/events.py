@@ -7,7 +7,9 @@ a human ``detail`` naming the field and value, and the raw bytes (for the dead-l
 
 from __future__ import annotations
 
+import base64
 import math
+import time
 import uuid
 from typing import Final
 
@@ -131,3 +133,22 @@ def label(kind: str, value: float, mode: str, threshold: float = 4.0) -> float |
     if kind == "rate":
         return value
     return None
+
+
+_JSON = msgspec.json.Encoder()
+
+
+def dead_letter(invalid: Invalid, topic: str, partition: int, offset: int, key: bytes | None = None,
+                now: float | None = None) -> bytes:
+    """The dead-letter message for ``invalid``: the reason, the detail, the raw bytes and their origin."""
+    try:
+        text: str | None = invalid.raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return _JSON.encode({
+        "reason": invalid.reason, "detail": invalid.detail,
+        "raw_b64": base64.b64encode(invalid.raw).decode(), "raw_text": text,
+        "key": key.decode("utf-8", "replace") if key is not None else None,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "dead_lettered_at": time.time() if now is None else now,
+    })

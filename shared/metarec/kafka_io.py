@@ -5,7 +5,6 @@ The worker itself uses faust (aiokafka); these are the command-line side.
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +15,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
 
 from metarec.errors import BrokerError
-from metarec.events import Event, Invalid, encode
+from metarec.events import Event, encode
 from metarec.settings import KafkaSettings
 
 
@@ -45,22 +44,6 @@ def ensure_topics(settings: KafkaSettings, partitions: int | None = None) -> lis
         return [t.name for t in new]
     finally:
         admin.close()
-
-
-def dead_letter(invalid: Invalid, topic: str, partition: int, offset: int, key: bytes | None = None,
-                now: float | None = None) -> bytes:
-    """The dead-letter message for ``invalid``: the reason, the detail, the raw bytes and their origin."""
-    try:
-        text: str | None = invalid.raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return json.dumps({
-        "reason": invalid.reason, "detail": invalid.detail,
-        "raw_b64": base64.b64encode(invalid.raw).decode(), "raw_text": text,
-        "key": key.decode("utf-8", "replace") if key is not None else None,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "dead_lettered_at": time.time() if now is None else now,
-    }).encode()
 
 
 def producer(settings: KafkaSettings, **kw: Any) -> KafkaProducer:

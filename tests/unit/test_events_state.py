@@ -94,3 +94,20 @@ def test_top_k_excludes_and_orders() -> None:
     assert vals[0].tolist() == pytest.approx([0.7, 0.5])
     cols, vals = top_k(scores, 4, [{0, 1, 2}, set()])
     assert cols[0, 0] == 3 and np.isneginf(vals[0, 1:]).all()
+
+
+def test_a_dead_letter_keeps_the_raw_bytes_the_reason_and_the_origin() -> None:
+    import base64
+    import json
+
+    from metarec.events import dead_letter
+
+    for raw in (b'{"event_id": 1', b"\xff\xfe not utf-8"):
+        bad = decode(raw)
+        assert isinstance(bad, Invalid)
+        msg = json.loads(dead_letter(bad, "events", 3, 41, key=b"u1", now=12.5))
+        assert msg["reason"] == "bad_json" and msg["detail"]
+        assert base64.b64decode(msg["raw_b64"]) == raw
+        assert msg["raw_text"] == (raw.decode() if raw.startswith(b"{") else None)
+        assert msg["source"] == {"topic": "events", "partition": 3, "offset": 41}
+        assert msg["key"] == "u1" and msg["dead_lettered_at"] == 12.5
