@@ -84,17 +84,25 @@ class EventTable:
 def pad_support(table: EventTable, rows: Sequence[np.ndarray], user_idx: Sequence[int],
                 width: int | None = None) -> Support:
     """A padded batch from row-number arrays, one per user (an empty array is allowed)."""
-    s = max(1, width or max((len(r) for r in rows), default=1))
-    b, f = len(rows), table.ctx.shape[1]
-    items = np.zeros((b, s), np.int64)
-    ctx = np.zeros((b, s, f), np.int64)
-    y = np.zeros((b, s), np.float32)
-    mask = np.zeros((b, s), np.float32)
-    for j, r in enumerate(rows):
-        n = len(r)
-        items[j, :n], ctx[j, :n], y[j, :n], mask[j, :n] = table.item[r], table.ctx[r], table.y[r], 1.0
-    return Support(torch.as_tensor(np.asarray(user_idx, np.int64)), torch.from_numpy(items),
-                   torch.from_numpy(ctx), torch.from_numpy(y), torch.from_numpy(mask))
+    lengths = np.fromiter((len(r) for r in rows), np.int64, len(rows))
+    r = np.concatenate(rows).astype(np.int64) if len(rows) else np.zeros(0, np.int64)
+    return _scatter(np.asarray(user_idx, np.int64), lengths, width, table.item[r], table.ctx[r], table.y[r],
+                    np.ones(len(r), np.float32))
+
+
+def _scatter(users: np.ndarray, lengths: np.ndarray, width: int | None, items: np.ndarray, ctx: np.ndarray,
+             y: np.ndarray, mask: np.ndarray) -> Support:
+    """Padded ``(B, width)`` arrays (width: the longest, at least 1) from flat per-event arrays
+    laid out user after user, ``lengths[j]`` events for user ``j``."""
+    b, f = len(lengths), ctx.shape[1]
+    s = max(1, width or int(lengths.max(initial=1)))
+    rows_j = np.repeat(np.arange(b), lengths)
+    rows_k = np.arange(len(items)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    out: tuple[np.ndarray, ...] = (np.zeros((b, s), np.int64), np.zeros((b, s, f), np.int64),
+                                   np.zeros((b, s), np.float32), np.zeros((b, s), np.float32))
+    for dst, src in zip(out, (items, ctx, y, mask)):
+        dst[rows_j, rows_k] = src
+    return Support(torch.from_numpy(users), *(torch.from_numpy(a) for a in out))
 
 
 Encoded = tuple[int, tuple[int, ...], float, float]  # item index, context ids, target, mask
@@ -114,7 +122,6 @@ def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buf
     """
     b, f = len(user_ids), cfg.max_context
     lengths = np.fromiter((len(x) for x in buffers), np.int64, b)
-    s = max(1, int(lengths.max(initial=1)))
     events = [ev for buf in buffers for ev in buf]
     if cache is None:
         enc = [encode_event(ev, vocab, cfg) for ev in events]
@@ -126,21 +133,11 @@ def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buf
                 e = cache[ev.event_id] = encode_event(ev, vocab, cfg)
             enc.append(e)
     # one Python pass over the events, then a vectorized scatter into the padded arrays
-    rows_j = np.repeat(np.arange(b), lengths)
-    rows_k = np.arange(len(events)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    items = np.zeros((b, s), np.int64)
-    ctx = np.zeros((b, s, f), np.int64)
-    y = np.zeros((b, s), np.float32)
-    mask = np.zeros((b, s), np.float32)
-    if enc:
-        cols = list(zip(*enc))
-        items[rows_j, rows_k] = cols[0]
-        ctx[rows_j, rows_k] = np.array(cols[1], np.int64).reshape(-1, f)
-        y[rows_j, rows_k] = cols[2]
-        mask[rows_j, rows_k] = cols[3]
+    cols = list(zip(*enc)) if enc else [(), (), (), ()]
     users = np.array([vocab.user(u) for u in user_ids], np.int64)
-    return Support(torch.from_numpy(users), torch.from_numpy(items), torch.from_numpy(ctx),
-                   torch.from_numpy(y), torch.from_numpy(mask))
+    return _scatter(users, lengths, None, np.asarray(cols[0], np.int64),
+                    np.asarray(cols[1], np.int64).reshape(-1, f), np.asarray(cols[2], np.float32),
+                    np.asarray(cols[3], np.float32))
 
 
 def current_context(buffer: Sequence[Buffered], cfg: ModelConfig) -> list[int]:
