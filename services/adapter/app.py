@@ -1,7 +1,9 @@
 """The faust app: topics, the changelog-backed user table, the agent, timers and web views.
 
 The agent body does three things per message: :func:`metarec.pipeline.apply` (decode and
-step the user's state), write the state to the table, and mark the user pending. Batched
+step the user's state), write the state to the table's local store, and mark the user pending;
+the changelog gets one record per changed user per batch and before every commit
+(:meth:`Adapter.write_changelog`). Batched
 adaptation and scoring run in :meth:`Adapter.flush`, from a short timer (``linger_ms``) or
 when ``batch_max_users`` users are pending — not through ``stream.take()``, whose batching
 breaks table writes (faust issue #497). The model side lives in :mod:`services.adapter.compute`:
@@ -55,6 +57,7 @@ class Adapter:
         self._lag_labels: set[tuple[str, str]] = set()  # consumer_lag series this worker reports
         self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
         self._decoded: OrderedDict[bytes, tuple[bytes, st.UserState]] = OrderedDict()  # a decode cache
+        self._dirty: dict[bytes, tuple[int, bytes]] = {}  # users changed since the last changelog write
         self.app = faust.App(
             s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
             broker_credentials=_credentials(s), store=s.store, datadir=str(s.data_dir),
@@ -78,6 +81,7 @@ class Adapter:
         self.agent = self.app.agent(self.events, name="adapt")(self._consume)
         self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self._tick)
         self.app.timer(interval=5.0)(self.update_gauges)
+        self.app.sensors.add(_ChangelogBeforeCommit(self))
         self._routes()
 
     async def _consume(self, stream: Any) -> None:
@@ -101,10 +105,12 @@ class Adapter:
         m.events_consumed.labels(out.event.kind).inc()
         if not out.new:
             return  # a redelivered event: already applied
+        assert key is not None  # apply() dead-letters a message whose key is not the user id
         encoded = st.dumps(out.state)
-        self.table[key] = encoded
-        self._decoded[key] = (encoded, out.state)  # type: ignore[index]
-        self._decoded.move_to_end(key)  # type: ignore[arg-type]
+        self.table.data[key] = encoded  # the local store; write_changelog() makes it durable
+        self._dirty[key] = (partition, encoded)
+        self._decoded[key] = (encoded, out.state)
+        self._decoded.move_to_end(key)
         if len(self._decoded) > self.settings.latest_cache:
             self._decoded.popitem(last=False)
         self.pending.touch(out.state, out.new, kafka_ts or time.time(), encoded)
@@ -138,6 +144,7 @@ class Adapter:
             rounds = 0
             while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
                 rounds += 1
+                self.write_changelog()
                 batch = self.pending.take(self.settings.batch_max_users)
                 out = await self.compute.batch([t.state for t in batch], [t.raw for t in batch],
                                                [t.new for t in batch])
@@ -158,6 +165,17 @@ class Adapter:
         m.adapt_seconds.observe(out.adapt_s)
         m.adapt_batch_users.observe(users)
         m.score_seconds.observe(out.score_s)
+
+    def write_changelog(self) -> None:
+        """One changelog record per user changed since the last call, not one per event.
+
+        Runs before each batch is computed and, through :class:`_ChangelogBeforeCommit`, before
+        every offset commit (periodic, on rebalance, at shutdown); faust flushes the producer
+        before it commits, so no offset is committed ahead of the state it produced.
+        """
+        dirty, self._dirty = self._dirty, {}
+        for key, (partition, value) in dirty.items():
+            self.table.send_changelog(partition, key, value)
 
     def _remember(self, rec: Recommendation) -> None:
         self.latest[rec.user_id] = rec
@@ -236,6 +254,18 @@ class Adapter:
 
 
 _ENCODE = msgspec.json.Encoder()
+
+
+class _ChangelogBeforeCommit(faust.Sensor):
+    """faust calls sensors as a commit starts: write the pending changelog records first."""
+
+    def __init__(self, adapter: Adapter) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        self.adapter.write_changelog()
+        return super().on_commit_initiated(consumer)
 
 
 def _json(rec: Recommendation) -> bytes:

@@ -106,3 +106,31 @@ def test_state_accumulates_across_flushes_and_live_quality_is_recorded(adapter, 
     # every labelled event was predicted by both models before it was learned from
     assert get("metarec_live_predictions_total", {"model": "init"}) == 6
     assert get("metarec_live_predictions_total", {"model": "adapted"}) == 6
+
+
+def test_the_changelog_gets_one_record_per_changed_user_per_batch(adapter, sim_events) -> None:
+    from metarec import state as st
+
+    a, _, _ = adapter
+    users = sorted({e.user_id for e in sim_events})[:3]
+    mine = [e for e in sim_events if e.user_id in users]
+    sent: list[tuple[int | None, bytes, bytes]] = []
+    a.table.send_changelog = lambda partition, key, value, *rest: sent.append((partition, key, value))
+
+    async def go() -> None:
+        async with a.agent.test_context() as agent:
+            for e in mine[:30]:
+                await agent.put(encode(e), key=e.user_id.encode())
+            assert sent == [], "nothing is written per event"
+            a.app.sensors.on_commit_initiated(a.app.consumer)  # what faust calls as a commit starts
+            assert sent, "a commit writes the changed users' states first"
+            await a.flush()
+
+    run(go())
+    by_key = {key: value for _, key, value in sent}
+    assert len(sent) == len(by_key) == len({e.user_id for e in mine[:30]}), "one record per changed user"
+    for key, value in by_key.items():
+        assert value == a.table.get(key), "the record is the user's newest state"
+        assert st.loads(value).events_seen == sum(1 for e in mine[:30] if e.user_id.encode() == key)
+    a.write_changelog()
+    assert len(sent) == len(by_key), "nothing changed since: nothing written"
