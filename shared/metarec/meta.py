@@ -23,6 +23,15 @@ Algorithms (``TrainConfig.algorithm``):
 
 Which parameters adapt is ``ModelConfig.adapt`` (name prefixes, e.g. ``("out",)`` or MeLU's
 decision and output layers ``("layers", "out")``); the rest stay global.
+
+The initialization is also what a user with *no* events gets (nothing to adapt on), and MAML
+alone optimizes it only for what it becomes after adaptation. ``TrainConfig.init_loss_weight``
+(``w``) adds the un-adapted initialization's query loss to the outer objective,
+``L_q(adapt(θ)) + w · L_q(θ)``, so the same parameters are trained to be good before adaptation
+too (``w = 0`` is plain MAML). For ``maml``/``fomaml``/``metasgd`` that is the gradient of the
+sum (first order or not only changes the first term). Reptile has no outer loss: its update
+direction becomes ``(θ - mean φ_u) + w ∇θ L_q(θ)`` on the adapted parameters, and the global
+parameters get ``∇ L_q(φ) + w ∇ L_q(θ)``.
 """
 
 from __future__ import annotations
@@ -56,11 +65,14 @@ class TrainConfig:
     user_dropout: float = 0.5  # chance a task uses the unknown-user embedding
     min_events: int = 4  # users with fewer labelled events are not tasks
     val_fraction: float = 0.1  # users held out for the adaptation report
+    init_loss_weight: float = 1.0  # w: outer loss += w * query loss of the un-adapted init (0 = plain MAML)
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+        if not self.init_loss_weight >= 0.0:
+            raise ValueError(f"init_loss_weight must be >= 0, got {self.init_loss_weight}")
 
 
 def episode(table: EventTable, users: np.ndarray, rng: np.random.Generator, buffer_size: int,
@@ -78,8 +90,16 @@ def episode(table: EventTable, users: np.ndarray, rng: np.random.Generator, buff
 
 
 def query_loss(model: RecModel, fast: dict[str, torch.Tensor], query: Support) -> torch.Tensor:
+    """Masked query loss of ``(B, Q)`` rows, user ``b`` under fast weights ``{name: (B, ...)}``."""
     logits = predict_rows(model, fast, query.users, query.items, query.ctx)
     return loss_fn(model, logits, query.y, query.mask)
+
+
+def init_query_loss(model: RecModel, query: Support) -> torch.Tensor:
+    """Query loss of the un-adapted initialization (what a user with no events gets); its
+    gradient reaches the initialization through the broadcast, not through a copy."""
+    fast = {k: v.unsqueeze(0).expand(len(query), *v.shape) for k, v in model.fast_init().items()}
+    return query_loss(model, fast, query)
 
 
 def _combine(sup: Support, qry: Support) -> Support:
@@ -89,29 +109,37 @@ def _combine(sup: Support, qry: Support) -> Support:
                    cat([sup.y, qry.y], 1), cat([sup.mask, qry.mask], 1))
 
 
-def outer_step(model: RecModel, sup: Support, qry: Support, algorithm: str) -> torch.Tensor:
-    """Set ``.grad`` of ``model``'s parameters for one meta-batch; returns the query loss.
+def outer_step(model: RecModel, sup: Support, qry: Support, algorithm: str,
+               init_loss_weight: float = 0.0) -> torch.Tensor:
+    """Set ``.grad`` of ``model``'s parameters for one meta-batch; returns the outer loss.
 
-    ``maml``/``fomaml``/``metasgd``: back-propagate the adapted model's query loss.
-    ``reptile``: adapted parameters get ``θ - mean_u φ_u`` (φ adapted on support ∪ query),
-    the other parameters the first-order query-loss gradient.
+    ``maml``/``fomaml``/``metasgd``: back-propagate ``L_q(adapted) + w · L_q(init)``
+    (``w = init_loss_weight``). ``reptile``: adapted parameters get ``θ - mean_u φ_u`` (φ adapted
+    on support ∪ query), the other parameters the first-order query-loss gradient; plus
+    ``w ∇ L_q(init)`` on all of them. The returned loss is ``L_q(adapted) + w · L_q(init)``.
     """
     mc = model.cfg
     if algorithm == "metasgd" and not mc.meta_sgd:
         raise ValueError("algorithm metasgd needs a model built with ModelConfig(meta_sgd=True)")
+    w = float(init_loss_weight)
     if algorithm != "reptile":
         fast = adapt(model, sup, mc.inner_steps, model.inner_lr_map(), first_order=algorithm == "fomaml")
         loss = query_loss(model, fast, qry)
+        if w > 0.0:
+            loss = loss + w * init_query_loss(model, qry)
         loss.backward()
         return loss.detach()
     init = model.fast_init()
     fast = adapt(model, sup, mc.inner_steps, mc.inner_lr, first_order=True)
     loss = query_loss(model, {k: v.detach() for k, v in fast.items()}, qry)
-    loss.backward()  # reaches only the global parameters: the fast weights are detached
+    if w > 0.0:
+        loss = loss + w * init_query_loss(model, qry)  # reaches the init (and the global parameters)
+    loss.backward()  # without w, reaches only the global parameters: the fast weights are detached
     with torch.no_grad():
         phi = adapt(model, _combine(sup, qry), mc.inner_steps, mc.inner_lr, first_order=True)
         for k, p in init.items():
-            p.grad = p - phi[k].mean(0)
+            direction = p - phi[k].mean(0)
+            p.grad = direction if p.grad is None else p.grad + direction
     return loss.detach()
 
 
@@ -137,7 +165,7 @@ def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg
             assert table is not None, "meta_train needs an EventTable or a sampler"
             sup, qry = episode(table, batch, rng, mc.buffer_size, cfg.query_size, cfg.user_dropout)
         opt.zero_grad()
-        loss = outer_step(model, sup, qry, cfg.algorithm)
+        loss = outer_step(model, sup, qry, cfg.algorithm, cfg.init_loss_weight)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         history.append(float(loss))

@@ -17,7 +17,8 @@ from metarec.evaluate.models import LABELS, META_ALGORITHMS, Net, fill_unseen_it
 from metarec.meta import Sampler, TrainConfig, meta_train
 from metarec.model import RecModel
 
-DEFAULT_META = {"inner_lr": 0.05, "inner_steps": 3, "adapt": "layers+out", "outer_lr": 3e-3}
+# init_loss_weight 1: the un-adapted init's query loss counts as much as the adapted one's (meta.py)
+DEFAULT_META = {"inner_lr": 0.05, "inner_steps": 3, "adapt": "layers+out", "outer_lr": 3e-3, "init_loss_weight": 1.0}
 DEFAULT_GLOBAL = {"lr": 3e-3, "weight_decay": 1e-4}
 FT_STEPS = (0, 1, 3, 5, 10, 20, 40)  # fine-tuning grid: steps ...
 FT_LRS = (0.003, 0.01, 0.03, 0.1, 0.3)  # ... learning rates ...
@@ -62,7 +63,8 @@ def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
     if init_from is not None:
         model.load_state_dict(init_from.state_dict(), strict=False)  # Meta-SGD's rates stay at inner_lr
     cfg = TrainConfig(algorithm=params["algorithm"], meta_batch=plan.meta_batch, outer_lr=float(params["outer_lr"]),
-                      steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed)
+                      steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed,
+                      init_loss_weight=float(params.get("init_loss_weight", 0.0)))
     meta_train(model, table, users, cfg, sampler=sampler)
     model.eval()
     fill_unseen_items(model, seen_items)

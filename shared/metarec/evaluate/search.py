@@ -17,6 +17,7 @@ import optuna
 from metarec.evaluate.models import ADAPT, META_ALGORITHMS
 
 Objective = Callable[[dict[str, Any]], float]
+INIT_LOSS_WEIGHTS = (0.0, 0.3, 1.0, 3.0)  # TrainConfig.init_loss_weight choices of the meta search
 
 
 @dataclass
@@ -35,13 +36,15 @@ class SearchResult:
 
 
 def meta_space(trial: optuna.Trial) -> dict[str, Any]:
-    """Meta-learning: algorithm, inner learning rate and steps, adapted layers, outer learning rate."""
+    """Meta-learning: algorithm, inner learning rate and steps, adapted layers, outer learning rate,
+    and the weight of the un-adapted initialization's loss in the outer objective (0 = plain MAML)."""
     return {
         "algorithm": trial.suggest_categorical("algorithm", list(META_ALGORITHMS)),
         "inner_lr": trial.suggest_float("inner_lr", 1e-3, 1.0, log=True),
         "inner_steps": trial.suggest_categorical("inner_steps", [1, 3, 5]),
         "adapt": trial.suggest_categorical("adapt", list(ADAPT)),
         "outer_lr": trial.suggest_float("outer_lr", 5e-4, 1e-2, log=True),
+        "init_loss_weight": trial.suggest_categorical("init_loss_weight", list(INIT_LOSS_WEIGHTS)),
     }
 
 
