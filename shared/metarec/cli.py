@@ -63,6 +63,9 @@ def train(
     budget_seconds: Annotated[float, typer.Option(min=1.0, help="Stop meta-training after this long.")] = 150.0,
     inner_steps: Annotated[int, typer.Option(min=0, help="Adaptation steps per user.")] = 5,
     inner_lr: Annotated[float, typer.Option(min=0.0, help="Adaptation learning rate.")] = 0.5,
+    init_loss_weight: Annotated[float, typer.Option(
+        min=0.0, help="Weight of the un-adapted initialization's query loss in the outer objective (0: plain MAML).",
+    )] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Meta-train the initialization on an event log and write a versioned model directory."""
@@ -76,7 +79,8 @@ def train(
         raise UserError(f"--mode must be binary or rating, got {mode!r}")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))
     evs = load_events(events, fmt)
-    tcfg = TrainConfig(algorithm=algorithm, steps=steps, time_budget_s=budget_seconds, seed=seed)
+    tcfg = TrainConfig(algorithm=algorithm, steps=steps, time_budget_s=budget_seconds, seed=seed,
+                       init_loss_weight=init_loss_weight)
     kw = {"mode": mode, "inner_steps": inner_steps, "inner_lr": inner_lr}
     with _progress() as prog:
         task = prog.add_task("meta-training", total=steps)
