@@ -172,7 +172,7 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
            "PYTHONPATH": os.pathsep.join([str(common.ROOT / "shared"), str(common.ROOT)])}
     log = open(workdir / "worker.log", "w")
     t_start = time.time()
-    worker = subprocess.Popen([sys.executable, str(common.ROOT / "bench" / "worker.py"), "--model-dir", str(model_dir),
+    worker = subprocess.Popen([sys.executable, "-m", "metarec", "worker", "--model-dir", str(model_dir),
                                "--web-port", str(_free_port()), "--loglevel", "warning"],
                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir))
     out: dict[str, Any] = {"source": source, "variant": variant, "backlog_events": n_sat,

@@ -111,7 +111,6 @@ class Compute:
 
     def __init__(self, executor: Executor, engine: Engine | None) -> None:
         self._executor, self._engine = executor, engine
-        self.mode = "thread" if engine is not None else "process"
 
     @classmethod
     def in_thread(cls, recommender: Recommender) -> Compute:
