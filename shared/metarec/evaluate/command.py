@@ -49,7 +49,7 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
         from metarec.evaluate import prequential
 
         result = prequential.run(r, seed, plan, tick)
-        result["margins"] = [report.margin(result["rows"], s, "auc") for s in ("hist_0", "hist_1_5", "all")]
+        result["margins"] = report.prequential_margins(result["rows"])
         pngs = [plots.auc_over_time(out, result["auc_over_time"]),
                 plots.auc_by_history(out, result["rows"], tuple(report.SPLITS["prequential"][1:]))]
     notes.append(f"plan: {plan}")

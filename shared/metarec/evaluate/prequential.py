@@ -20,6 +20,7 @@ import torch
 
 from metarec.adapt import Support
 from metarec.evaluate import methods as M
+from metarec.evaluate import online as O
 from metarec.evaluate.data import Ratings
 from metarec.evaluate.melu import aggregate
 from metarec.evaluate.metrics import auc, logloss, rmse, sampled_rank_metrics
@@ -207,10 +208,18 @@ class Prequential:
         full = make_stream(r, np.arange(len(r)), self.train_fraction, self.net.buffer, self.seed)
         val = make_stream(r, full.train, 0.8, self.net.buffer, self.seed, self.max_val)
 
+        kept: dict[str, tuple[float, RecModel, dict[str, Any]]] = {}  # family → best trial's model
+
+        def keep(family: str, value: float, model: RecModel, params: dict[str, Any]) -> None:
+            if family not in kept or value < kept[family][0]:
+                kept[family] = (value, model, params)
+
         def meta_objective(params: dict[str, Any]) -> float:
             model = self.train_meta(val, params, plan.trial_steps, self.seed)
-            return -self.val_auc(val, neural_scorer(r, model, int(params["inner_steps"]), model.inner_lr_map(),
-                                                    ranking=False))
+            v = -self.val_auc(val, neural_scorer(r, model, int(params["inner_steps"]), model.inner_lr_map(),
+                                                 ranking=False))
+            keep("meta", v, model, params)
+            return v
 
         ft_of: list[dict[str, Any]] = []
 
@@ -224,6 +233,7 @@ class Prequential:
                         if v < best[1]:
                             best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers}, v)
             ft_of.append(best[0])
+            keep("global", best[1], model, best[0])
             return best[1]
 
         def river_objective(params: dict[str, Any]) -> float:
@@ -241,8 +251,27 @@ class Prequential:
         best_g = min(range(len(glob.trials)), key=lambda i: glob.trials[i]["value"])
         lam = min(((li, lu) for li in M.LAMBDAS for lu in M.LAMBDAS),
                   key=lambda p: -self.val_auc(val, offset_scorer(r, val, *p)))
+        online = self.choose_online(make_stream(r, full.train, 0.8, self.net.buffer, self.seed), kept)
         return {"meta": meta, "global": glob, "river": riv, "finetune": ft_of[best_g], "lambdas": lam,
-                "val_events": len(val.test)}
+                "online": online, "val_events": len(val.test)}
+
+    def choose_online(self, st: Stream, kept: dict[str, tuple[float, RecModel, dict[str, Any]]]
+                      ) -> dict[str, dict[str, Any]]:
+        """Online item-offset rates per family, on the *whole* validation stream (no subsample:
+        the offsets learn from every event, as on test), with the best trial's model of each study."""
+        _, meta, mp = kept["meta"]
+        _, glob, ft = kept["global"]
+        scorers = {"meta": neural_scorer(self.r, meta, int(mp["inner_steps"]), meta.inner_lr_map(), ranking=False),
+                   "global": neural_scorer(self.r, glob, 0, 0.0, ranking=False),
+                   "fine-tuned": neural_scorer(self.r, glob, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"],
+                                               ranking=False)}
+        ev = np.arange(len(st.test))
+        items, y = self.r.item[st.test][:, None], self.y[st.test]
+        out = {}
+        for family, scorer in scorers.items():
+            out[family] = O.choose(scorer(st, ev), items, y)
+            self.tick(f"online items: {family}  eta {out[family]['eta']}  val AUC {out[family]['val_auc']:.4f}")
+        return out
 
     def test(self, chosen: dict[str, Any], seed: int) -> tuple[dict[tuple[str, str], dict[str, Any]],
                                                                  dict[str, list[tuple[float, float]]]]:
@@ -266,6 +295,10 @@ class Prequential:
             scores[M.label(a)] = ("meta", neural_scorer(r, model, int(params["inner_steps"]),
                                                         model.inner_lr_map())(st, ev))
             self.tick(f"test: {M.label(a)}")
+        on = chosen["online"]
+        scores = O.add_online(scores, {"global": on["global"], "fine-tuned": on["fine-tuned"],
+                                       **{M.label(a): on["meta"] for a in M.META_ALGORITHMS}},
+                              np.concatenate([r.item[st.test][:, None], st.negatives], 1), self.y[st.test])
         out: dict[tuple[str, str], dict[str, Any]] = {}
         over_time: dict[str, list[tuple[float, float]]] = {}
         ts = r.ts[st.test]
@@ -288,7 +321,7 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     chosen = {"meta": {a: M.algorithm_params({"inner_lr": 0.3, **(meta.best_where(algorithm=a) or {})}, a)
                        for a in M.META_ALGORITHMS},
               "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
-              "river": val["river"].best, "lambdas": val["lambdas"]}
+              "river": val["river"].best, "lambdas": val["lambdas"], "online": val["online"]}
     t_val = time.monotonic() - t0
     seeds = [seed + k for k in range(plan.repeats)]
     per_seed, times = [], []
@@ -303,4 +336,8 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
                       "rmse is the root Brier score of P(positive) against the 0/1 label; River BiasedMF "
                       "is trained on the same 0/1 labels and its prediction clipped to [0, 1]",
                       "item mean + user offset: item means from the training period (not updated online), "
-                      "the user offset from the same support window the neural methods adapt on"]}
+                      "the user offset from the same support window the neural methods adapt on",
+                      "'+ online items': the row's scorer plus per-item logit offsets learned test-then-train "
+                      "by SGD on the test stream from zero at the cut (evaluate/online.py); rates chosen on "
+                      "the whole validation stream, once for the meta family (its best trial's model), "
+                      "once each for global and fine-tuned (see chosen.online)"]}
