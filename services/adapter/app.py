@@ -1,9 +1,9 @@
 """The faust app: topics, the changelog-backed user table, the agent, timers and web views.
 
-The agent body does three things per message: :func:`metarec.pipeline.apply` (decode and
-step the user's state), write the state to the table's local store, and mark the user pending;
-the changelog gets one record per changed user per batch and before every commit
-(:meth:`Adapter.write_changelog`). Batched
+The agent body does two things per message: :func:`metarec.pipeline.apply` (decode and
+step the user's state) and mark the user changed and pending. A changed user's state is
+encoded once per batch, not once per event: :meth:`Adapter.write_changelog` writes it to the
+table's local store and its changelog before each batch and before every commit. Batched
 adaptation and scoring run in :meth:`Adapter.flush`, from a short timer (``linger_ms``) or
 when ``batch_max_users`` users are pending — not through ``stream.take()``, whose batching
 breaks table writes (faust issue #497). The model side lives in :mod:`services.adapter.compute`:
@@ -57,7 +57,7 @@ class Adapter:
         self._lag_labels: set[tuple[str, str]] = set()  # consumer_lag series this worker reports
         self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
         self._decoded: OrderedDict[bytes, tuple[bytes, st.UserState]] = OrderedDict()  # a decode cache
-        self._dirty: dict[bytes, tuple[int, bytes]] = {}  # users changed since the last changelog write
+        self._dirty: dict[bytes, tuple[int, st.UserState]] = {}  # changed since the last write_changelog()
         self.app = faust.App(
             s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
             broker_credentials=_credentials(s), store=s.store, datadir=str(s.data_dir),
@@ -94,8 +94,7 @@ class Adapter:
         """Decode → step → mark pending (or dead-letter). Must run inside the agent's stream."""
         s, m = self.settings, self.metrics
         self.offsets[partition] = offset
-        prior_raw = self.table.get(key) if key is not None else None
-        out = apply(raw, key, self._state(key, prior_raw), s.buffer_size, s.consumed_size, s.max_event_bytes)
+        out = apply(raw, key, self._state(key), s.buffer_size, s.consumed_size, s.max_event_bytes)
         if isinstance(out, Invalid):
             m.events_invalid.labels(out.reason).inc()
             await self.send_dead(key, dead_letter(out, topic, partition, offset, key))
@@ -106,14 +105,8 @@ class Adapter:
         if not out.new:
             return  # a redelivered event: already applied
         assert key is not None  # apply() dead-letters a message whose key is not the user id
-        encoded = st.dumps(out.state)
-        self.table.data[key] = encoded  # the local store; write_changelog() makes it durable
-        self._dirty[key] = (partition, encoded)
-        self._decoded[key] = (encoded, out.state)
-        self._decoded.move_to_end(key)
-        if len(self._decoded) > self.settings.latest_cache:
-            self._decoded.popitem(last=False)
-        self.pending.touch(out.state, out.new, kafka_ts or time.time(), encoded)
+        self._dirty[key] = (partition, out.state)  # write_changelog() stores it and makes it durable
+        self.pending.touch(out.state, out.new, kafka_ts or time.time())
         if len(self.pending) >= 4 * s.batch_max_users:
             await self.flush(wait=True)  # backpressure: consumption runs ahead of compute by a few batches only
         elif len(self.pending) >= s.batch_max_users:
@@ -124,12 +117,30 @@ class Adapter:
         if len(self.pending) and not self._flushing.locked() and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self.flush())
 
-    def _state(self, key: bytes | None, raw: bytes | None) -> st.UserState | None:
-        """The decoded state for the table's bytes, reusing the last decode when they are the same object."""
-        if key is None or raw is None:
+    def _state(self, key: bytes | None) -> st.UserState | None:
+        """The user's newest state: changed and not yet stored, else the table's (decoded once)."""
+        if key is None:
+            return None
+        dirty = self._dirty.get(key)
+        if dirty is not None:
+            return dirty[1]
+        raw = self.table.get(key)
+        if raw is None:
             return None
         hit = self._decoded.get(key)
         return hit[1] if hit is not None and hit[0] is raw else st.loads(raw)
+
+    def stored(self, key: bytes) -> bytes | None:
+        """The user's newest state as stored bytes (written first if it changed since the last write)."""
+        if key in self._dirty:
+            self.write_changelog()
+        return self.table.get(key)  # type: ignore[no-any-return]
+
+    def _cache(self, key: bytes, raw: bytes, state: st.UserState) -> None:
+        self._decoded[key] = (raw, state)
+        self._decoded.move_to_end(key)
+        if len(self._decoded) > self.settings.latest_cache:
+            self._decoded.popitem(last=False)
 
     async def flush(self, wait: bool = False) -> None:
         """Adapt, score and publish for the pending users, ``batch_max_users`` at a time.
@@ -144,9 +155,9 @@ class Adapter:
             rounds = 0
             while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
                 rounds += 1
-                self.write_changelog()
+                self.write_changelog()  # also stores every pending user's newest state
                 batch = self.pending.take(self.settings.batch_max_users)
-                out = await self.compute.batch([t.state for t in batch], [t.raw for t in batch],
+                out = await self.compute.batch([t.state for t in batch], [self._raw(t.state) for t in batch],
                                                [t.new for t in batch])
                 self._observe(out, len(batch))
                 for t, rec in zip(batch, out.recs):
@@ -166,15 +177,24 @@ class Adapter:
         m.adapt_batch_users.observe(users)
         m.score_seconds.observe(out.score_s)
 
-    def write_changelog(self) -> None:
-        """One changelog record per user changed since the last call, not one per event.
+    def _raw(self, state: st.UserState) -> bytes:
+        """``state`` as stored (its encoding is cached by :meth:`write_changelog`)."""
+        hit = self._decoded.get(state.user_id.encode())
+        return hit[0] if hit is not None and hit[1] is state else st.dumps(state)
 
-        Runs before each batch is computed and, through :class:`_ChangelogBeforeCommit`, before
-        every offset commit (periodic, on rebalance, at shutdown); faust flushes the producer
-        before it commits, so no offset is committed ahead of the state it produced.
+    def write_changelog(self) -> None:
+        """Encode each user changed since the last call once, store it, and send one changelog record.
+
+        So a user's state is encoded and logged once per batch, not once per event. Runs before
+        each batch is computed and, through :class:`_ChangelogBeforeCommit`, before every offset
+        commit (periodic, on rebalance, at shutdown); faust flushes the producer before it
+        commits, so no offset is committed ahead of the state it produced.
         """
         dirty, self._dirty = self._dirty, {}
-        for key, (partition, value) in dirty.items():
+        for key, (partition, state) in dirty.items():
+            value = st.dumps(state)
+            self.table.data[key] = value  # the local store
+            self._cache(key, value, state)
             self.table.send_changelog(partition, key, value)
 
     def _remember(self, rec: Recommendation) -> None:
@@ -235,7 +255,7 @@ class Adapter:
             async def get(self, request: Request, user_id: str) -> Response:
                 rec = adapter.latest.get(user_id)
                 if rec is None:
-                    raw = adapter.table.get(user_id.encode())
+                    raw = adapter.stored(user_id.encode())
                     if raw is None:
                         return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
                     rec = await adapter.compute.one(raw)
@@ -246,7 +266,7 @@ class Adapter:
         class UserModel(View):
             @app.table_route(table=adapter.table, match_info="user_id")  # type: ignore[arg-type]
             async def get(self, request: Request, user_id: str) -> Response:
-                raw = adapter.table.get(user_id.encode())
+                raw = adapter.stored(user_id.encode())
                 if raw is None:
                     return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
                 data = await adapter.export_user(raw)

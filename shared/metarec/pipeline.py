@@ -20,7 +20,6 @@ class Touched:
     state: UserState
     new: list[Buffered] = field(default_factory=list)
     first_seen: float = 0.0  # Kafka timestamp (s) of the oldest event waiting for a recommendation
-    raw: bytes = b""  # ``state`` as stored (``state.dumps``), for compute in another process
 
 
 class Pending:
@@ -32,12 +31,12 @@ class Pending:
     def __len__(self) -> int:
         return len(self.users)
 
-    def touch(self, state: UserState, new: tuple[Buffered, ...], kafka_ts: float, raw: bytes = b"") -> None:
+    def touch(self, state: UserState, new: tuple[Buffered, ...], kafka_ts: float) -> None:
         t = self.users.get(state.user_id)
         if t is None:
-            self.users[state.user_id] = Touched(state, list(new), kafka_ts, raw)
+            self.users[state.user_id] = Touched(state, list(new), kafka_ts)
         else:
-            t.state, t.raw = state, raw
+            t.state = state
             t.new.extend(new)
             t.first_seen = min(t.first_seen, kafka_ts)
 
