@@ -33,6 +33,7 @@ from metarec.settings import WorkerSettings
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import BatchOut, Compute
 from services.adapter.faust_fixes import keep_queues_on_repeated_resume
+from services.adapter.faust_tuning import batch_fetches, eager_drain
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
 DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
@@ -68,6 +69,7 @@ class Adapter:
             producer_linger=s.producer_linger_ms / 1000.0, producer_max_batch_size=1 << 18,
         )
         keep_queues_on_repeated_resume(self.app.flow_control)  # faust drops an event otherwise; see faust_fixes
+        batch_fetches(self.app, s.fetch_min_bytes, s.fetch_max_wait_ms)
         self.events = self.app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                      partitions=s.partitions)
         self.recs_topic = self.app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="raw",
@@ -85,6 +87,7 @@ class Adapter:
         self._routes()
 
     async def _consume(self, stream: Any) -> None:
+        eager_drain(self.app.consumer)  # see faust_tuning
         async for event in stream.events():
             msg = event.message
             await self.on_message(event.key, event.value, msg.topic, msg.partition, msg.offset, msg.timestamp)

@@ -57,6 +57,8 @@ class WorkerSettings(KafkaSettings):
     inner_steps: int | None = Field(default=None, ge=0)  # override the model's meta-learned inner steps
     inner_lr: float | None = Field(default=None, gt=0)  # override the model's inner learning rate
     producer_linger_ms: float = Field(default=5.0, ge=0)  # batch changelog and output writes this long
+    fetch_min_bytes: int = Field(default=65536, ge=1)  # a fetch returns once this much is there, or at
+    fetch_max_wait_ms: int = Field(default=10, ge=0, le=1500)  # most this late (fewer, larger batches)
     torch_threads: int = Field(default=1, ge=1)  # intra-op threads for adaptation (1 is fastest per core)
     compute: Literal["process", "thread"] = "process"  # adapt + score in a child process, or a thread here
     batch_max_users: int = Field(default=256, ge=1)  # adapt at most this many users in one call
