@@ -1,5 +1,6 @@
 # Benchmarks (included by the top-level Makefile: `include bench/bench.mk`; standalone:
-# `make -f bench/bench.mk bench-quick`). Results: bench/results/*.json|md|png, summary.json.
+# `make -f bench/bench.mk bench-quick`). Results: bench/results/*.json|md|png, summary.json
+# (bench-quick: bench/results/quick/, which git ignores).
 
 BENCH_PYTHON ?= .venv/bin/python
 

@@ -1,145 +1,123 @@
 """4. End to end on a real broker: one worker process's sustained events/s, then the
 event→recommendation latency at 25%, 50% and 100% of that rate.
 
-Sustained rate: a backlog of events is produced first, then the worker starts and drains it;
-the rate is the events its recommendations account for (per user, the largest
-``events_seen``) over the time between the first and the last recommendation needed.
-Latency: a producer process sends at a fixed rate, stamping each event with its send time;
-each event's latency is the arrival, at a consumer, of the first recommendation whose
+Sustained rate: the highest constant rate the worker keeps up with (:func:`keeps_up`), found
+by a ladder of short phases (:meth:`Bench.capacity`) from 500 events/s. The rate at which the
+worker drains a backlog is reported too, but draining coalesces many more events per
+recommendation, so it overstates what the worker holds at a steady rate.
+Latency: a producer process sends at a fixed rate, recording each event's send time; each
+event's latency is the arrival, at a consumer, of the first recommendation whose
 ``events_seen`` covers it, minus that send time. Each phase uses fresh user ids (prefixed),
 so users start empty in every phase; items are MovieLens-100K's (or the simulated log's).
+CPU: each phase also reports the worker's CPU seconds per event (:mod:`bench.procstat`), so
+the figure per worker core does not depend on what else shares the machine.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench import common
-from metarec.events import Event, encode
-from metarec.kafka_io import ensure_topics, producer
+from bench import common, procstat
+from bench.e2e_load import Recs, counts, free_port, latencies, prefixed, produce, wait
+from metarec.events import Event
+from metarec.kafka_io import ensure_topics
 from metarec.settings import KafkaSettings
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: a constant rate is "kept up with" when every event is covered, p99 stays under this, and
+#: latency does not grow over the phase (p50 of its last quarter ≤ 2 × the first's + 100 ms)
+KEEP_UP_P99_MS = 1000.0
 
 
-def _prefixed(evs: Sequence[Event], prefix: str, n: int) -> list[Event]:
-    out = []
-    for k in range(n):
-        e = evs[k % len(evs)]
-        out.append(Event(event_id=f"{prefix}{k}", user_id=f"{prefix}{e.user_id}", item_id=e.item_id, kind=e.kind,
-                         value=e.value, ts=e.ts, context=e.context))
-    return out
+def keeps_up(ph: dict[str, Any]) -> bool:
+    """Every event covered, p99 ≤ 1 s, and the last quarter's p50 ≤ 2 × the first quarter's + 100 ms."""
+    return (ph["uncovered_events"] == 0 and ph["p99_ms"] <= KEEP_UP_P99_MS
+            and ph["p50_ms_last_quarter"] <= 2 * ph["p50_ms_first_quarter"] + 100)
 
 
-def _produce(settings: KafkaSettings, evs: list[Event], rate: float, out: Any) -> None:
-    """Child process: send ``evs`` at ``rate``/s (0: as fast as possible); report send times."""
-    prod = producer(settings)
-    sent = np.zeros(len(evs))
-    start = time.monotonic()
-    for k, e in enumerate(evs):
-        if rate > 0:
-            delay = start + k / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-        now = time.time()
-        e2 = Event(event_id=e.event_id, user_id=e.user_id, item_id=e.item_id, kind=e.kind, value=e.value, ts=now,
-                   context=e.context)
-        prod.send(settings.topic_events, key=e.user_id.encode(), value=encode(e2))
-        sent[k] = now
-    prod.flush()
-    prod.close()
-    out.put((sent.tolist(), len(evs) / (time.monotonic() - start)))
+class Bench:
+    """One worker under test, the recommendations reader, and phases of load at a constant rate."""
 
+    def __init__(self, settings: KafkaSettings, recs: Recs, worker_pid: int, evs: list[Event]) -> None:
+        self.settings, self.recs, self.pid, self.evs = settings, recs, worker_pid, evs
+        self.ctx = mp.get_context("fork")
+        self.offset = 0
 
-class Recs(threading.Thread):
-    """Reads the recommendations topic from the beginning: ``(arrival, user_id, events_seen)``."""
+    def produce(self, evs: list[Event], rate: float) -> tuple[list[float], float]:
+        q = self.ctx.Queue()
+        p = self.ctx.Process(target=produce, args=(self.settings, evs, rate, q))
+        p.start()
+        sent, achieved = q.get()
+        p.join()
+        return sent, achieved
 
-    def __init__(self, settings: KafkaSettings) -> None:
-        super().__init__(daemon=True)
-        import json
+    def phase(self, prefix: str, rate: float, seconds: float) -> dict[str, Any]:
+        """``rate`` events/s for ``seconds`` on fresh users; latency, growth and CPU per event."""
+        n = max(int(rate * seconds), 50)
+        src = self.evs[self.offset:] + self.evs[:self.offset]
+        self.offset = (self.offset + n) % len(self.evs)
+        evs = prefixed(src, prefix, n)
+        before = procstat.Snapshot.take(self.pid)
+        t0 = time.monotonic()
+        sent, achieved = self.produce(evs, rate)
+        wait(self.recs, counts(evs), 30 + seconds)
+        wall = time.monotonic() - t0
+        cpu = procstat.delta(before, procstat.Snapshot.take(self.pid), self.pid)
+        lat, pre = latencies(evs, sent, self.recs, prefix)
+        wait(self.recs, counts(evs), 120)  # a phase that fell behind: let the worker catch up first
+        ok, q = lat[~np.isnan(lat)] * 1e3, max(len(lat) // 4, 1)
 
-        from kafka import KafkaConsumer
+        def pct(x: np.ndarray, k: float) -> float:
+            x = x[~np.isnan(x)]
+            return float(np.percentile(x, k)) if len(x) else float("nan")
 
-        self.got: list[tuple[float, str, int]] = []
-        self.emitted: dict[tuple[str, int], float] = {}  # (user, events_seen) -> the worker's emitted_at
-        self.seen: dict[str, int] = {}
-        self.stop = threading.Event()
-        self.consumer = KafkaConsumer(
-            settings.topic_recommendations, bootstrap_servers=settings.kafka_bootstrap.split(","),
-            auto_offset_reset="earliest", enable_auto_commit=False, fetch_max_wait_ms=5,
-            value_deserializer=json.loads)
-        self.lock = threading.Lock()
+        out: dict[str, Any] = {
+            "target_events_per_s": rate, "produced_events_per_s": achieved, "events": n,
+            "uncovered_events": int(np.isnan(lat).sum()),
+            **{f"p{k}_ms": pct(ok, k) for k in (50, 95, 99)}, "max_ms": pct(ok, 100),
+            "p50_ms_first_quarter": pct(lat[:q] * 1e3, 50), "p50_ms_last_quarter": pct(lat[-q:] * 1e3, 50),
+            "p50_ms_send_to_emit": pct(pre * 1e3, 50), "p50_ms_emit_to_arrival": pct((lat - pre) * 1e3, 50),
+            "wall_s": wall}
+        if cpu["worker_main_s"] is not None:
+            worker_s = cpu["worker_main_s"] + (cpu["worker_children_s"] or 0.0)
+            out.update(worker_main_cpu_ms_per_event=cpu["worker_main_s"] * 1e3 / n,
+                       worker_children_cpu_ms_per_event=(cpu["worker_children_s"] or 0.0) * 1e3 / n,
+                       events_per_s_per_worker_core=n / max(worker_s, 1e-9))
+            if "machine_busy_s" in cpu:
+                out["machine_busy_fraction"] = cpu["machine_busy_s"] / max(cpu["machine_total_s"], 1e-9)  # type: ignore[operator]
+                out["worker_share_of_busy"] = worker_s / max(cpu["machine_busy_s"], 1e-9)  # type: ignore[arg-type]
+        out["keeps_up"] = keeps_up(out)
+        return out
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            batch = self.consumer.poll(timeout_ms=50)
-            now = time.time()
-            with self.lock:
-                for msgs in batch.values():
-                    for m in msgs:
-                        u, n = m.value["user_id"], int(m.value["events_seen"])
-                        self.got.append((now, u, n))
-                        self.emitted[(u, n)] = float(m.value["emitted_at"])
-                        self.seen[u] = max(self.seen.get(u, 0), n)
-        self.consumer.close()
-
-    def covered(self, want: dict[str, int]) -> int:
-        with self.lock:
-            return sum(min(self.seen.get(u, 0), n) for u, n in want.items())
-
-
-def _counts(evs: Sequence[Event]) -> dict[str, int]:
-    c: dict[str, int] = defaultdict(int)
-    for e in evs:
-        c[e.user_id] += 1
-    return dict(c)
-
-
-def _wait(recs: Recs, want: dict[str, int], timeout: float) -> bool:
-    total, end = sum(want.values()), time.monotonic() + timeout
-    while time.monotonic() < end:
-        if recs.covered(want) >= total:
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _latencies(evs: Sequence[Event], sent: Sequence[float], recs: Recs,
-               prefix: str) -> tuple[np.ndarray, int, np.ndarray]:
-    """Per event: arrival of the first recommendation covering it − its send time (s); the
-    number of events never covered; and the part spent before the worker emitted it."""
-    seq: dict[str, list[float]] = defaultdict(list)
-    for e, t in zip(evs, sent):
-        seq[e.user_id].append(t)
-    with recs.lock:
-        mine = sorted((a, u, n) for a, u, n in recs.got if u.startswith(prefix))
-    done: dict[str, int] = defaultdict(int)
-    lat: list[float] = []
-    before_emit: list[float] = []
-    for a, u, n in mine:
-        ts = seq.get(u, [])
-        while done[u] < min(n, len(ts)):
-            lat.append(a - ts[done[u]])
-            before_emit.append(recs.emitted.get((u, n), a) - ts[done[u]])
-            done[u] += 1
-    return np.array(lat), len(sent) - len(lat), np.array(before_emit)
+    def capacity(self, start: float, seconds: float, steps: int,
+                 up: float = 1.5) -> tuple[float | None, list[dict[str, Any]]]:
+        """The highest constant rate kept up with: ×``up`` while kept up, ×0.6 until it is, then
+        bisect (geometrically) between the best kept and the lowest lost, to within 8%."""
+        lo: float | None = None
+        hi: float | None = None
+        rate, ladder = start, []
+        for i in range(steps):
+            ph = self.phase(f"c{i}-", rate, seconds)
+            ladder.append(ph)
+            if ph["keeps_up"]:
+                lo = rate
+            else:
+                hi = rate
+            if lo is not None and hi is not None:
+                if hi / lo < 1.08:
+                    break
+                rate = (lo * hi) ** 0.5
+            else:
+                rate = rate * up if hi is None else rate * 0.6
+        return lo, ladder
 
 
 def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
@@ -153,18 +131,15 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
                              topic_dead_letter=env_topics["METAREC_TOPIC_DEAD_LETTER"])
     ensure_topics(settings)
     n_sat = 1_500 if quick else 12_000
-    phase_s = 5.0 if quick else 20.0
-    ctx = mp.get_context("fork")
-
-    backlog = _prefixed(evs, "s-", n_sat)
-    q = ctx.Queue()
-    p = ctx.Process(target=_produce, args=(settings, backlog, 0.0, q))
-    p.start()
-    _, produce_rate = q.get()
-    p.join()
+    probe_s, phase_s, steps = (4.0, 5.0, 3) if quick else (10.0, 20.0, 8)
 
     recs = Recs(settings)
     recs.start()
+    bench = Bench(settings, recs, 0, evs)
+    backlog = prefixed(evs, "s-", n_sat)
+    _, produce_rate = bench.produce(backlog, 0.0)
+    bench.offset = n_sat % len(evs)
+
     workdir = Path(tmp or "/tmp") / f"bench-worker-{tag}"
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **env_topics, "METAREC_KAFKA_BOOTSTRAP": bootstrap, "METAREC_DATA_DIR": str(workdir),
@@ -173,41 +148,29 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
     log = open(workdir / "worker.log", "w")
     t_start = time.time()
     worker = subprocess.Popen([sys.executable, "-m", "metarec", "worker", "--model-dir", str(model_dir),
-                               "--web-port", str(_free_port()), "--loglevel", "warning"],
+                               "--web-port", str(free_port()), "--loglevel", "warning"],
                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(workdir))
+    bench.pid = worker.pid
     out: dict[str, Any] = {"source": source, "variant": variant, "backlog_events": n_sat,
-                           "backlog_produce_events_per_s": produce_rate, "phases": {}}
+                           "backlog_produce_events_per_s": produce_rate, "keep_up_rule": keeps_up.__doc__ or "",
+                           "phases": {}}
     try:
-        want = _counts(backlog)
-        ok = _wait(recs, want, 60 + n_sat / 50)
-        if not ok:
+        want = counts(backlog)
+        if not wait(recs, want, 60 + n_sat / 50):
             raise RuntimeError(f"e2e: the worker covered {recs.covered(want)} of {n_sat} backlog events; "
                                f"see {workdir / 'worker.log'}")
         with recs.lock:
             arr = sorted(a for a, u, _ in recs.got if u.startswith("s-"))
             first = min((a, n) for a, u, n in recs.got if u.startswith("s-"))
-        t_first, t_done = arr[0], arr[-1]
-        sustained = (n_sat - first[1]) / max(t_done - t_first, 1e-3)
-        out.update(events_per_s=sustained, worker_start_to_first_rec_s=t_first - t_start,
+        drain = (n_sat - first[1]) / max(arr[-1] - arr[0], 1e-3)
+        out.update(drain_events_per_s=drain, worker_start_to_first_rec_s=arr[0] - t_start,
                    recommendations_for_backlog=len(arr), events_per_recommendation=n_sat / len(arr))
-        for frac in (0.25, 0.5, 1.0):
-            prefix = f"p{int(frac * 100)}-"
-            rate = frac * sustained
-            phase = _prefixed(evs[n_sat % len(evs):] + evs[:n_sat % len(evs)], prefix, int(rate * phase_s))
-            q = ctx.Queue()
-            p = ctx.Process(target=_produce, args=(settings, phase, rate, q))
-            p.start()
-            sent, achieved = q.get()
-            p.join()
-            _wait(recs, _counts(phase), 30 + phase_s)
-            lat, missing, pre = _latencies(phase, sent, recs, prefix)
-            pct = {f"p{k}_ms": float(np.percentile(lat, k) * 1e3) if len(lat) else float("nan") for k in (50, 95, 99)}
-            pct["p50_ms_send_to_emit"] = float(np.percentile(pre, 50) * 1e3) if len(pre) else float("nan")
-            pct["p50_ms_emit_to_arrival"] = (float(np.percentile(lat - pre, 50) * 1e3) if len(lat)
-                                             else float("nan"))
-            out["phases"][f"{int(frac * 100)}%"] = {"target_events_per_s": rate, "produced_events_per_s": achieved,
-                                                   "events": len(phase), "uncovered_events": missing, **pct,
-                                                   "max_ms": float(lat.max() * 1e3) if len(lat) else float("nan")}
+        # the drain rate coalesces many events per user, so it is no guide to the steady rate
+        sustained, ladder = bench.capacity(min(500.0, drain / 2), probe_s, steps, up=2.0 if quick else 1.5)
+        out.update(events_per_s=sustained, capacity_ladder=ladder)
+        if sustained is not None:
+            for frac in (0.25, 0.5, 1.0):
+                out["phases"][f"{int(frac * 100)}%"] = bench.phase(f"p{int(frac * 100)}-", frac * sustained, phase_s)
     finally:
         worker.terminate()
         try:
@@ -220,16 +183,37 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
     return out
 
 
+def _f(x: Any, fmt: str = ",.0f") -> str:
+    return "–" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, fmt)
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
-    rows = []
+    rows, ladder = [], []
     for r in results:
         for name, ph in r["phases"].items():
-            rows.append([r["variant"], f"{r['events_per_s']:,.0f}", name, f"{ph['target_events_per_s']:,.0f}",
-                         f"{ph['produced_events_per_s']:,.0f}", ph["p50_ms"], ph["p95_ms"], ph["p99_ms"],
-                         ph["p50_ms_send_to_emit"], ph["p50_ms_emit_to_arrival"], ph["uncovered_events"]])
-    return ("# End to end (real Kafka broker, one worker: compute in a child process or a thread)\n\n"
-            + common.table(["compute", "sustained events/s", "load", "target ev/s", "produced ev/s", "p50 ms",
-                            "p95 ms", "p99 ms", "p50 send→emit", "p50 emit→arrival", "uncovered"], rows)
-            + "\nLatency: event send time → arrival of the first recommendation covering it at a consumer. "
-              "Sustained: a backlog drained by the worker (events per recommendation: "
-            + ", ".join(f"{r['variant']} {r['events_per_recommendation']:.2f}" for r in results) + ").\n")
+            rows.append([r["variant"], _f(r["events_per_s"]), name, _f(ph["target_events_per_s"]),
+                         _f(ph["produced_events_per_s"]), _f(ph["p50_ms"]), _f(ph["p95_ms"]), _f(ph["p99_ms"]),
+                         _f(ph["p50_ms_send_to_emit"]), _f(ph["p50_ms_emit_to_arrival"]), ph["uncovered_events"],
+                         _f(ph.get("events_per_s_per_worker_core")), _f(ph.get("machine_busy_fraction"), ".0%"),
+                         _f(ph.get("worker_share_of_busy"), ".0%")])
+        for ph in r["capacity_ladder"]:
+            ladder.append([r["variant"], _f(ph["target_events_per_s"]), _f(ph["p50_ms"]), _f(ph["p99_ms"]),
+                           _f(ph["p50_ms_first_quarter"]), _f(ph["p50_ms_last_quarter"]), ph["uncovered_events"],
+                           "yes" if ph["keeps_up"] else "no", _f(ph.get("events_per_s_per_worker_core"))])
+    head = ["compute", "sustained ev/s", "load", "target ev/s", "produced ev/s", "p50 ms", "p95 ms", "p99 ms",
+            "p50 send→emit", "p50 emit→arrival", "uncovered", "ev/s per worker core", "machine busy",
+            "worker's share"]
+    return ("# End to end (real Kafka broker, one worker)\n\n"
+            "Sustained: the highest constant rate the worker keeps up with (every event covered, p99 ≤ "
+            f"{KEEP_UP_P99_MS:.0f} ms, latency not growing over the phase), found by the ladder below. "
+            "Latency: event send time → arrival of the first recommendation covering it at a consumer. "
+            "Events/s per worker core: events ÷ CPU seconds of the worker's processes (main + compute "
+            "child) over the phase; the load generator, the reader and the broker share the machine "
+            "(machine busy, worker's share of it).\n\n"
+            + common.table(head, rows)
+            + "\n## Capacity ladder\n\n"
+            + common.table(["compute", "rate ev/s", "p50 ms", "p99 ms", "p50 first ¼", "p50 last ¼", "uncovered",
+                            "kept up", "ev/s per worker core"], ladder)
+            + "\nBacklog drain (the worker started on a backlog; several events of a user coalesce): "
+            + ", ".join(f"{r['variant']} {_f(r['drain_events_per_s'])} ev/s, "
+                        f"{r['events_per_recommendation']:.2f} events per recommendation" for r in results) + ".\n")

@@ -1,7 +1,8 @@
-"""Run the benchmark suite: ``python bench/run.py [--quick] [--only NAME ...]``.
+"""Run the benchmark suite: ``python bench/run.py [--quick] [--only NAME ...] [--out DIR]``.
 
 Writes ``bench/results/<name>.json`` and ``.md`` per benchmark, PNG plots, and
-``bench/results/summary.json`` / ``summary.md`` with the headline figures. The end-to-end
+``bench/results/summary.json`` / ``summary.md`` with the headline figures (``--quick``:
+under ``bench/results/quick/``, which git ignores, so a quick run never replaces a full one). The end-to-end
 bench uses ``METAREC_KAFKA_BOOTSTRAP`` if set, else 127.0.0.1:9092 if a broker answers there,
 else starts the project's own Kafka on port 19192 (``deploy/kafka/kafka.sh``) and stops it after.
 """
@@ -64,7 +65,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="the <= 3 minute suite")
     ap.add_argument("--only", nargs="*", default=None, help="adapt export score river e2e")
+    ap.add_argument("--e2e-compute", nargs="*", default=["process"], choices=["process", "thread"],
+                    help="where the e2e worker adapts and scores (METAREC_COMPUTE); several race side by side")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results folder (default bench/results; bench/results/quick with --quick, not committed)")
     args = ap.parse_args()
+    common.RESULTS = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
     only = set(args.only or ["adapt", "export", "score", "river", "e2e"])
     t0 = time.time()
     info = common.machine()
@@ -91,8 +97,7 @@ def main() -> None:
             bootstrap, own = _broker()
             try:
                 # process: compute in a child process (the default); thread: in the worker's own process
-                variants = ["process"] if args.quick else ["process", "thread"]
-                runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in variants]
+                runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in args.e2e_compute]
             finally:
                 if own is not None:
                     subprocess.run(["bash", str(common.ROOT / "deploy" / "kafka" / "kafka.sh"), "down"], env=own)
@@ -127,9 +132,14 @@ def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> d
                  metarec_rmse=r["metarec"]["rmse"], metarec_auc=r["metarec"]["auc"])
     if "e2e" in res:
         cur = res["e2e"]["runs"][0]
-        half = cur["phases"].get("50%", {})
+        half, full = cur["phases"].get("50%", {}), cur["phases"].get("100%", {})
         s.update(e2e_events_per_s=cur["events_per_s"], e2e_p50_ms=half.get("p50_ms"), e2e_p99_ms=half.get("p99_ms"),
-                 e2e_variant=cur["variant"])
+                 e2e_variant=cur["variant"], e2e_drain_events_per_s=cur["drain_events_per_s"],
+                 e2e_p99_ms_at_100=full.get("p99_ms"),
+                 e2e_events_per_s_per_worker_core=full.get("events_per_s_per_worker_core"),
+                 e2e_worker_cpu_ms_per_event=(full["worker_main_cpu_ms_per_event"]
+                                              + full["worker_children_cpu_ms_per_event"]
+                                              if "worker_main_cpu_ms_per_event" in full else None))
         for r in res["e2e"]["runs"][1:]:
             h = r["phases"].get("50%", {})
             s[f"e2e_{r['variant']}"] = {"events_per_s": r["events_per_s"], "p50_ms": h.get("p50_ms"),
@@ -141,6 +151,8 @@ def _summary_md(s: dict) -> str:
     keys = ["adapt_users_per_s_batched", "adapt_users_per_s_loop", "adapt_speedup", "adapt_roofline_fraction",
             "adapt_batched_path", "adapt_users_per_s_vmap", "adapt_speedup_vmap", "adapt_roofline_fraction_vmap",
             "export_ms_patch", "export_ms_retrace", "export_speedup", "e2e_events_per_s", "e2e_p50_ms", "e2e_p99_ms",
+            "e2e_p99_ms_at_100", "e2e_drain_events_per_s", "e2e_events_per_s_per_worker_core",
+            "e2e_worker_cpu_ms_per_event",
             "river_events_per_s", "river_rmse", "river_auc", "metarec_prequential_events_per_s", "metarec_rmse",
             "metarec_auc"]
     rows = [[k, s[k]] for k in keys if k in s]
