@@ -33,7 +33,7 @@ from metarec.settings import WorkerSettings
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import BatchOut, Compute
 from services.adapter.faust_fixes import keep_queues_on_repeated_resume
-from services.adapter.faust_tuning import batch_fetches, eager_drain
+from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
 DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
@@ -67,6 +67,7 @@ class Adapter:
             consumer_auto_offset_reset="earliest", consumer_group_instance_id=s.group_instance_id,
             table_standby_replicas=0, logging_config=None,
             producer_linger=s.producer_linger_ms / 1000.0, producer_max_batch_size=1 << 18,
+            monitor=LeanMonitor(before_commit=self.write_changelog),  # see faust_tuning
         )
         keep_queues_on_repeated_resume(self.app.flow_control)  # faust drops an event otherwise; see faust_fixes
         batch_fetches(self.app, s.fetch_min_bytes, s.fetch_max_wait_ms)
@@ -83,7 +84,6 @@ class Adapter:
         self.agent = self.app.agent(self.events, name="adapt")(self._consume)
         self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self._tick)
         self.app.timer(interval=5.0)(self.update_gauges)
-        self.app.sensors.add(_ChangelogBeforeCommit(self))
         self._routes()
 
     async def _consume(self, stream: Any) -> None:
@@ -189,7 +189,7 @@ class Adapter:
         """Encode each user changed since the last call once, store it, and send one changelog record.
 
         So a user's state is encoded and logged once per batch, not once per event. Runs before
-        each batch is computed and, through :class:`_ChangelogBeforeCommit`, before every offset
+        each batch is computed and, through the monitor's ``before_commit`` hook, before every offset
         commit (periodic, on rebalance, at shutdown); faust flushes the producer before it
         commits, so no offset is committed ahead of the state it produced.
         """
@@ -277,18 +277,6 @@ class Adapter:
 
 
 _ENCODE = msgspec.json.Encoder()
-
-
-class _ChangelogBeforeCommit(faust.Sensor):
-    """faust calls sensors as a commit starts: write the pending changelog records first."""
-
-    def __init__(self, adapter: Adapter) -> None:
-        super().__init__()
-        self.adapter = adapter
-
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        self.adapter.write_changelog()
-        return super().on_commit_initiated(consumer)
 
 
 def _json(rec: Recommendation) -> bytes:

@@ -17,14 +17,22 @@ delivery almost always completes without waiting (the stream queue has room), so
 first run directly; only if it has to wait does the original race take over, with the
 delivery continued as a task. The outcome is the same: a delivery that completes; one that
 waits on a suspended flow is cancelled by the rebalance, as before.
+
+**A lean monitor** (:class:`LeanMonitor`). faust's ``Monitor`` sensor keeps per-message and
+per-event statistics (counters by topic and stream, timestamps, runtimes) for faust's own
+``/stats`` pages and its statsd/Datadog exporters; the worker exports its own Prometheus
+metrics and reads none of them. The lean monitor skips that bookkeeping (the sensor calls
+cost about 6% of the event loop at 1,200 events/s) and keeps everything else, and it carries
+the worker's hook that runs before every offset commit.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any
 
+from faust.sensors import Monitor
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from mode.services import WaitResults
 
@@ -95,3 +103,34 @@ def eager_drain(consumer: Any) -> None:
 
     wait_first._metarec_wrapped = True  # type: ignore[attr-defined]
     consumer.wait_first = wait_first
+
+
+class LeanMonitor(Monitor):
+    """faust's monitor without its per-message statistics; ``before_commit`` runs as a commit starts."""
+
+    def __init__(self, before_commit: Callable[[], None] | None = None, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.before_commit = before_commit
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> dict | None:
+        return None
+
+    def on_stream_event_out(self, tp: Any, offset: int, stream: Any, event: Any, state: dict | None = None) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        return None
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        return None
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        if self.before_commit is not None:
+            self.before_commit()
+        return super().on_commit_initiated(consumer)

@@ -17,6 +17,7 @@ from metarec.events import encode
 from metarec.settings import WorkerSettings
 from services.adapter.app import Adapter
 from services.adapter.bootstrap import bootstrap
+from services.adapter.faust_tuning import LeanMonitor
 
 
 @pytest.fixture
@@ -122,6 +123,8 @@ def test_the_changelog_gets_one_record_per_changed_user_per_batch(adapter, sim_e
             for e in mine[:30]:
                 await agent.put(encode(e), key=e.user_id.encode())
             assert sent == [], "nothing is written per event"
+            list(a.app.on_init_dependencies())  # what a starting worker does: the monitor becomes a sensor
+            assert isinstance(a.app.monitor, LeanMonitor) and a.app.monitor in a.app.sensors
             a.app.sensors.on_commit_initiated(a.app.consumer)  # what faust calls as a commit starts
             assert sent, "a commit writes the changed users' states first"
             await a.flush()

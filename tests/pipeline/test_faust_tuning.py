@@ -7,9 +7,11 @@ from typing import Any
 
 import faust
 import pytest
+from faust.sensors import Monitor
+from faust.types import TP
 from mode import Service
 
-from services.adapter.faust_tuning import batch_fetches, eager_drain
+from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain
 
 
 def _worker_consumer(app: faust.App) -> Any:
@@ -114,3 +116,30 @@ def test_an_error_in_the_delivery_propagates() -> None:
 
     with pytest.raises(ValueError, match="bad message"):
         asyncio.run(main())
+
+
+def test_the_lean_monitor_skips_per_message_statistics_and_runs_the_commit_hook() -> None:
+    calls: list[str] = []
+    m = LeanMonitor(before_commit=lambda: calls.append("changelog"))
+    plain = Monitor()
+    tp = TP("events", 0)
+    for mon in (m, plain):
+        mon.on_message_in(tp, 1, _Msg())
+        mon.on_stream_event_in(tp, 1, _Stream(), None)
+    assert m.messages_received_total == 0 and m.events_total == 0
+    assert plain.messages_received_total == 1 and plain.events_total == 1  # what is skipped
+    m.on_commit_initiated(None)
+    assert calls == ["changelog"]
+
+
+class _Msg:
+    time_in: float | None = None
+
+
+class _Owner:
+    pass
+
+
+class _Stream:
+    def __init__(self) -> None:
+        self.task_owner = _Owner()
