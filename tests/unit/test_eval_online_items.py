@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from metarec.evaluate.metrics import logloss
-from metarec.evaluate.online import GRID, OnlineItems, add_online, choose, logit, online_items, with_online
+from metarec.evaluate.online import GRID, MAX_DECAY, OnlineItems, add_online, choose, logit, online_items, with_online
 from metarec.evaluate.report import margin, prequential_margins
 
 CFG = OnlineItems(eta=0.3, lam=0.1, eta_global=0.01)
@@ -112,6 +112,21 @@ def test_choose_keeps_the_plain_scorer_on_a_tie_and_logit_inverts_sigmoid() -> N
     p, y = np.array([[0.2], [0.6], [0.4], [0.7]]), np.array([0.0, 1.0, 0.0, 1.0])
     c = choose(p, np.arange(4)[:, None], y, grid=(OnlineItems(), OnlineItems(eta=0.3)))
     assert (c["eta"], c["val_auc"], c["val_auc_base"]) == (0.0, 1.0, 1.0)  # every item new: a tie
+    assert c["profile"]["eta"] == "0: 1.0000 0.3: 1.0000"
+
+
+def test_grid_is_stable_and_its_profile_peaks_at_the_choice() -> None:
+    assert len(set(GRID)) == len(GRID)
+    assert all(c.eta * c.lam <= MAX_DECAY for c in GRID)  # the L2 decay never overshoots zero
+    assert all(c.lam == 0.0 for c in GRID if c.eta == 0.0)  # lam is inert without an item offset
+    p, it, y = _stream(300, items=6, negs=0, seed=3)
+    c = choose(p, it, y)
+    for field in ("eta", "lam", "eta_global"):
+        tokens = c["profile"][field].split()  # "value: auc value: auc ..."
+        pairs = list(zip(tokens[::2], tokens[1::2]))
+        best = max(float(a) for _, a in pairs)
+        assert best == pytest.approx(c["val_auc"], abs=5e-5)  # the profile's peak is the chosen AUC
+        assert f"{c[field]:g}:" in [v for v, _ in pairs]
 
 
 def test_add_online_puts_each_variant_after_its_row_with_the_same_kind() -> None:

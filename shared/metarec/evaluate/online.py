@@ -41,12 +41,15 @@ class OnlineItems:
     eta_global: float = 0.0  # SGD learning rate of one logit offset shared by all items (0 = none)
 
 
-ETAS = (0.01, 0.03, 0.1, 0.3)
-LAMS = (0.0, 0.01, 0.1)
-ETA_GLOBALS = (0.0, 0.001, 0.01)
-# the validation grid; eta = 0 (no correction) first, so a tie keeps the plain scorer
+ETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+LAMS = (0.0, 0.01, 0.1, 0.3, 1.0, 3.0)
+ETA_GLOBALS = (0.0, 0.001, 0.003, 0.01, 0.03, 0.1)
+MAX_DECAY = 1.0  # eta * lam > 1 would flip an offset's sign at every update: left out of the grid
+# the validation grid (180 points); eta = 0 (no item offsets) first, so a tie keeps the plain scorer
 GRID = tuple([OnlineItems(0.0, 0.0, eg) for eg in ETA_GLOBALS]
-             + [OnlineItems(e, lam, eg) for e in ETAS for lam in LAMS for eg in ETA_GLOBALS])
+             + [OnlineItems(e, lam, eg) for e in ETAS for lam in LAMS for eg in ETA_GLOBALS
+                if e * lam <= MAX_DECAY])
+FIELDS = ("eta", "lam", "eta_global")
 
 
 def with_online(name: str) -> str:
@@ -104,16 +107,20 @@ def choose(p: np.ndarray, items: np.ndarray, y: np.ndarray,
            grid: tuple[OnlineItems, ...] = GRID) -> dict[str, Any]:
     """The grid point with the highest AUC over a validation stream (``p, items (E, K)``, ``y (E,)``).
 
-    Returns its fields plus ``val_auc`` (with the offsets) and ``val_auc_base`` (without);
-    ties keep the earlier grid point, so the plain scorer wins a tie.
+    Returns its fields plus ``val_auc`` (with the offsets), ``val_auc_base`` (without) and
+    ``profile``: per field, each grid value with the best AUC over the other fields (to see
+    whether the choice is interior). Ties keep the earlier grid point, so the plain scorer wins a tie.
     """
     base = auc(y, np.asarray(p)[:, 0])
+    aucs = [auc(y, online_items(p, items, y, cfg)[:, 0]) for cfg in grid]
     best, best_auc = grid[0], -np.inf
-    for cfg in grid:
-        a = auc(y, online_items(p, items, y, cfg)[:, 0])
+    for cfg, a in zip(grid, aucs):
         if a > best_auc:
             best, best_auc = cfg, a
-    return {**asdict(best), "val_auc": float(best_auc), "val_auc_base": float(base)}
+    profile = {f: " ".join(f"{v:g}: {max(a for c, a in zip(grid, aucs) if getattr(c, f) == v):.4f}"
+                           for v in sorted({getattr(c, f) for c in grid}))
+               for f in FIELDS}
+    return {**asdict(best), "val_auc": float(best_auc), "val_auc_base": float(base), "profile": profile}
 
 
 def config(chosen: dict[str, Any]) -> OnlineItems:
