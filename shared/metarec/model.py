@@ -3,7 +3,7 @@
 A user index, an item index and up to ``max_context`` hashed context features are embedded
 (``D`` each), concatenated to ``(3D,)`` and fed to a ReLU MLP (the *decision layers*) and a
 one-unit output layer. Binary mode predicts ``P(y=1) = sigmoid(logit)`` (BCE loss); rating
-mode predicts ``lo + (hi - lo) * sigmoid(logit)`` (MSE loss).
+mode predicts ``lo + (hi - lo) * sigmoid(logit)`` (MSE loss, or ``ModelConfig.rating_loss``).
 
 Per-user adaptation changes only the parameters named by ``ModelConfig.adapt`` (by default
 the decision and output layers); the embeddings stay global. Adapted ("fast") weights are
@@ -44,6 +44,9 @@ class ModelConfig:
     bias: bool = False  # add learned user and item bias terms to the logit
     item_attrs: int = 0  # attribute ids per item (hashed like context; 0: no item attributes)
     meta_sgd: bool = False  # learned per-parameter inner learning rates (Meta-SGD), saved with the weights
+    # rating mode training loss (inner and outer): "mse" | "l1" | "huber" (smooth L1, HUBER_DELTA);
+    # the evaluation chooses it per method; `metarec train` keeps "mse"; serving (fastadapt) follows it
+    rating_loss: str = "mse"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, indent=2)
@@ -146,10 +149,27 @@ class RecModel(nn.Module):
         return {n: params[n] for n in self.adapted_names()}
 
 
+RATING_LOSSES = ("mse", "l1", "huber")
+HUBER_DELTA = 0.25  # rating units: quadratic inside |error| < δ, absolute error (minus δ/2) outside
+
+
+def rating_loss(pred: Tensor, y: Tensor, kind: str = "mse") -> Tensor:
+    """Elementwise rating loss: ``(ŷ - y)²`` (mse), ``|ŷ - y|`` (l1: its minimizer is the median,
+    what MAE rewards) or smooth L1 with ``β = HUBER_DELTA`` (huber)."""
+    if kind == "mse":
+        return (pred - y) ** 2
+    if kind == "l1":
+        return (pred - y).abs()
+    if kind == "huber":
+        return F.smooth_l1_loss(pred, y, reduction="none", beta=HUBER_DELTA)
+    raise ValueError(f"rating_loss must be one of {', '.join(RATING_LOSSES)}, got {kind!r}")
+
+
 def loss_fn(model: RecModel, logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-    """Masked mean loss: BCE ``-log P(y|ŷ)`` / ``-log(1-P)`` in binary mode, MSE in rating mode."""
+    """Masked mean loss: BCE ``-log P(y|ŷ)`` / ``-log(1-P)`` in binary mode, ``rating_loss`` (MSE by
+    default) in rating mode."""
     if model.cfg.mode == "rating":
-        per = (model.predict(logits) - y) ** 2
+        per = rating_loss(model.predict(logits), y, model.cfg.rating_loss)
     else:
         per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     return (per * mask).sum() / mask.sum().clamp(min=1.0)

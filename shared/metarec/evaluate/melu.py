@@ -18,8 +18,8 @@ from metarec.adapt import Support
 from metarec.evaluate import methods as M
 from metarec.evaluate.data import Ratings
 from metarec.evaluate.metrics import mean_ndcg, user_errors
-from metarec.evaluate.models import ItemOffset, Net, batch, predict_adapted
-from metarec.evaluate.search import SearchResult, global_space, meta_space, run_study
+from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net, batch, predict_adapted
+from metarec.evaluate.search import LOSSES, SearchResult, global_space, meta_space, run_study, with_loss
 from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
 from metarec.meta import Sampler
 from metarec.model import RecModel
@@ -81,7 +81,8 @@ class Melu:
     def train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         users = np.array(sorted(split.train), np.int64)
         smp = sampler(self.r, split, self.net.buffer, 10, self.plan.user_dropout)
-        init = self.train_global(split, M.DEFAULT_GLOBAL, steps, seed) if self.plan.pretrain else None
+        pre = {**M.DEFAULT_GLOBAL, "loss": params.get("loss", "mse")}
+        init = self.train_global(split, pre, steps, seed) if self.plan.pretrain else None
         return M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
                             None, seed, np.unique(self.r.item[split.train_rows()]), init)
 
@@ -90,10 +91,10 @@ class Melu:
         return M.train_global(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, rows,
                               split.user_index[self.r.user], self.r.value, seed, np.unique(self.r.item[rows]))
 
-    def item_offset(self, split: MeluSplit, lam_item: float) -> ItemOffset:
+    def item_offset(self, split: MeluSplit, lam_item: float, center: str) -> ItemOffset:
         rows = split.train_rows()
         return ItemOffset.fit(self.r.item[rows] + 1, self.r.value[rows].astype(np.float64), len(self.r.items) + 1,
-                              lam_item)
+                              lam_item, center)
 
     def best_finetune(self, split: MeluSplit, model: RecModel) -> tuple[dict[str, Any], float]:
         """The fine-tuning grid on the validation users: (steps, lr, adapted layers) → MAE."""
@@ -133,19 +134,26 @@ class Melu:
             ft_of[len(ft_of)] = ft
             return mae
 
-        first_meta = [M.algorithm_params(None, a) for a in M.META_ALGORITHMS]
-        meta = run_study(meta_space, meta_objective, plan.trials, t_budget, self.seed, first_meta,
+        # the training loss is one more hyper-parameter of both studies; the enqueued defaults are
+        # today's configuration (mse) and its huber twin, for every meta algorithm and for `global`
+        first_meta = [{**M.algorithm_params(None, a), "loss": loss} for loss in LOSSES for a in M.META_ALGORITHMS]
+        meta = run_study(with_loss(meta_space), meta_objective, plan.trials, t_budget, self.seed, first_meta,
                          on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val MAE {v:.4f}"))
-        glob = run_study(global_space, global_objective, plan.trials, t_budget, self.seed, [dict(M.DEFAULT_GLOBAL)],
+        first_global = [{**M.DEFAULT_GLOBAL, "loss": loss} for loss in LOSSES]
+        glob = run_study(with_loss(global_space), global_objective, plan.trials, t_budget, self.seed, first_global,
                          on_trial=lambda k, v: self.tick(f"search global  trial {k}  val MAE {v:.4f}"))
         best_trial = min(range(len(glob.trials)), key=lambda i: glob.trials[i]["value"])
-        lam = min(((li, lu) for li in M.LAMBDAS for lu in M.LAMBDAS),
-                  key=lambda p: score(self.r, split, split.val, self._offset_predict(split, *p))["mae"])
-        return {"meta": meta, "global": glob, "finetune": ft_of[best_trial], "lambdas": lam,
+        # the item-offset baseline's counterpart of the loss choice: mean or median centres
+        offset = {(c, li, lu): score(self.r, split, split.val, self._offset_predict(split, c, li, lu))["mae"]
+                  for c in OFFSET_CENTERS for li in M.LAMBDAS for lu in M.LAMBDAS}
+        c, li, lu = min(offset, key=lambda k: offset[k])
+        return {"meta": meta, "global": glob, "finetune": ft_of[best_trial],
+                "item_offset": {"center": c, "lam_item": li, "lam_user": lu},
+                "offset_by_center": {c: min(v for k, v in offset.items() if k[0] == c) for c in OFFSET_CENTERS},
                 "val_users": len(split.val), "adapt_mult": mult_of}
 
-    def _offset_predict(self, split: MeluSplit, lam_item: float, lam_user: float) -> Predict:
-        io = self.item_offset(split, lam_item)
+    def _offset_predict(self, split: MeluSplit, center: str, lam_item: float, lam_user: float) -> Predict:
+        io = self.item_offset(split, lam_item, center)
         return lambda sup, qry: io.predict(sup, qry, lam_user, self.lo, self.hi)
 
     def test(self, chosen: dict[str, Any], seed: int) -> tuple[dict[tuple[str, str], dict[str, float]],
@@ -155,7 +163,7 @@ class Melu:
         mu = float(self.r.value[split.train_rows()].mean())
         preds: dict[str, tuple[str, Predict]] = {
             "mean": ("baseline", lambda sup, qry: np.full(qry.y.shape, mu)),
-            "item mean + user offset": ("baseline", self._offset_predict(split, *chosen["lambdas"])),
+            "item mean + user offset": ("baseline", self._offset_predict(split, **chosen["item_offset"])),
         }
         g = self.train_global(split, chosen["global"], self.plan.meta_steps, seed)
         self.tick("test: global model")
@@ -189,7 +197,9 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     chosen = {"meta": {a: {**M.algorithm_params(meta.best_where(algorithm=a), a),
                            "adapt_mult": _best_mult(meta, val["adapt_mult"], a)} for a in M.META_ALGORITHMS},
               "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
-              "lambdas": val["lambdas"]}
+              "item_offset": val["item_offset"],
+              "val_mae_by_loss": {"meta": _by(meta, "algorithm", "loss"), "global": _by(val["global"], "loss"),
+                                  "item mean + user offset": val["offset_by_center"]}}
     t_val = time.monotonic() - t0
     per_seed, curves = [], []
     seeds = [seed + k for k in range(plan.repeats)]
@@ -202,6 +212,20 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
             "support_curve": {m: {k: float(np.nanmean([c[m][k] for c in curves])) for k in SUPPORT_SIZES}
                               for m in curves[0]},
             "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
+
+
+def _by(search: SearchResult, *keys: str) -> dict[str, Any]:
+    """Best validation score per value of ``keys`` (nested in that order), e.g. per algorithm and loss."""
+    out: dict[str, Any] = {}
+    for t in search.trials:
+        if t["value"] != t["value"]:
+            continue
+        d = out
+        for k in keys[:-1]:
+            d = d.setdefault(str(t["params"].get(k)), {})
+        last = str(t["params"].get(keys[-1], "mse"))
+        d[last] = min(d.get(last, np.inf), float(t["value"]))
+    return out
 
 
 def _best_mult(meta: SearchResult, mult_of: dict[int, int], algorithm: str) -> int:

@@ -51,14 +51,15 @@ class Plan:
 
 def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, seed: int) -> RecModel:
     return make_model(r, n_users, mode, params["adapt"], int(params["inner_steps"]), float(params["inner_lr"]),
-                      net, seed, meta_sgd=params["algorithm"] == "metasgd")
+                      net, seed, meta_sgd=params["algorithm"] == "metasgd", rating_loss=params.get("loss", "mse"))
 
 
 def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
                users: np.ndarray, sampler: Sampler | None, table: Any, seed: int,
                seen_items: np.ndarray, init_from: RecModel | None = None) -> RecModel:
     """A meta-learned model (``params["algorithm"]``) trained for ``steps`` outer steps,
-    from a fresh initialization or from ``init_from``'s weights (a pretrained global model)."""
+    from a fresh initialization or from ``init_from``'s weights (a pretrained global model);
+    ``params["loss"]`` (default "mse") is its inner and outer rating loss."""
     model = meta_model(r, n_users, mode, params, net, seed)
     if init_from is not None:
         model.load_state_dict(init_from.state_dict(), strict=False)  # Meta-SGD's rates stay at inner_lr
@@ -74,8 +75,9 @@ def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
 def train_global(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
                  rows: np.ndarray, user_idx: np.ndarray, y: np.ndarray, seed: int,
                  seen_items: np.ndarray) -> RecModel:
-    """The global (non-meta) model, same architecture, trained on the same rows."""
-    model = make_model(r, n_users, mode, "layers+out", 0, 0.0, net, seed)
+    """The global (non-meta) model, same architecture, trained on the same rows (with the rating
+    loss ``params["loss"]``, "mse" if absent; fine-tuning adapts with the same loss)."""
+    model = make_model(r, n_users, mode, "layers+out", 0, 0.0, net, seed, rating_loss=params.get("loss", "mse"))
     fit_global(model, r, rows, user_idx, y, steps * plan.global_ratio, float(params["lr"]),
                float(params["weight_decay"]), plan.user_dropout, seed)
     model.eval()

@@ -35,13 +35,14 @@ class Net:
 
 
 def make_model(r: Ratings, n_users: int, mode: str, adapt_layers: str, inner_steps: int, inner_lr: float,
-               net: Net, seed: int, meta_sgd: bool = False) -> RecModel:
-    """A fresh seeded model for ``r`` with ``n_users`` known users (index 0 = unknown)."""
+               net: Net, seed: int, meta_sgd: bool = False, rating_loss: str = "mse") -> RecModel:
+    """A fresh seeded model for ``r`` with ``n_users`` known users (index 0 = unknown); ``rating_loss``
+    is its training (and adaptation) loss in rating mode (:func:`metarec.model.rating_loss`)."""
     cfg = ModelConfig(
         n_users=n_users + 1, n_items=len(r.items) + 1, n_context_buckets=CONTEXT_BUCKETS, max_context=MAX_CONTEXT,
         dim=net.dim, hidden=net.hidden, mode=mode, rating_range=r.rating_range, rating_threshold=r.threshold,
         adapt=ADAPT[adapt_layers], inner_steps=inner_steps, inner_lr=inner_lr, buffer_size=net.buffer,
-        bias=True, item_attrs=ITEM_ATTRS, meta_sgd=meta_sgd,
+        bias=True, item_attrs=ITEM_ATTRS, meta_sgd=meta_sgd, rating_loss=rating_loss,
     )
     torch.manual_seed(seed)
     model = RecModel(cfg)
@@ -129,27 +130,61 @@ def predict_adapted(model: RecModel, sup: Support, qry: Support, steps: int,
     return np.concatenate(out) if out else np.zeros((0, qry.items.shape[1]))
 
 
+OFFSET_CENTERS = ("mean", "median")  # item-offset baseline: the squared-error and the absolute-error twin
+
+
 @dataclass
 class ItemOffset:
-    """Baseline: shrunk item mean plus a shrunk user offset learned from the support set.
+    """Baseline: a shrunk item centre plus a shrunk user offset learned from the support set.
 
-    ``item_mean[j] = (Σ y + λ_i μ) / (n_j + λ_i)`` over training rows;
-    ``offset_u = Σ_support (y - item_mean) / (n_u + λ_u)``; prediction ``item_mean + offset_u``.
+    ``center="mean"`` (for squared error): ``item[j] = (Σ y + λ_i μ) / (n_j + λ_i)`` over training
+    rows, ``offset_u = Σ_support (y - item) / (n_u + λ_u)``. ``center="median"`` (its absolute-error
+    twin: MAE is minimized by the median): ``item[j] = m + n_j / (n_j + λ_i) · (median_j - m)`` with
+    ``m`` the global median, ``offset_u = n_u / (n_u + λ_u) · median_support(y - item)``.
+    Prediction ``item + offset_u``, clipped to the rating range.
     """
 
-    mu: float
-    item_mean: np.ndarray  # (I + 1,) by model item index; index 0 (unknown) is mu
+    mu: float  # global mean (or median)
+    item_mean: np.ndarray  # (I + 1,) item centre by model item index; index 0 (unknown) is mu
+    center: str = "mean"
 
     @classmethod
-    def fit(cls, items: np.ndarray, y: np.ndarray, n_items: int, lam_item: float) -> ItemOffset:
-        mu = float(y.mean())
-        s = np.bincount(items, weights=y, minlength=n_items)
+    def fit(cls, items: np.ndarray, y: np.ndarray, n_items: int, lam_item: float,
+            center: str = "mean") -> ItemOffset:
         n = np.bincount(items, minlength=n_items)
         denom = n + lam_item
-        return cls(mu, np.where(denom > 0, (s + lam_item * mu) / np.maximum(denom, 1e-12), mu))
+        if center == "mean":
+            mu = float(y.mean())
+            s = np.bincount(items, weights=y, minlength=n_items)
+            return cls(mu, np.where(denom > 0, (s + lam_item * mu) / np.maximum(denom, 1e-12), mu))
+        if center == "median":
+            mu = float(np.median(y))
+            med = group_median(items, y, n_items, mu)
+            return cls(mu, mu + np.where(denom > 0, n / np.maximum(denom, 1e-12), 0.0) * (med - mu), center)
+        raise ValueError(f"center must be one of {', '.join(OFFSET_CENTERS)}, got {center!r}")
 
     def predict(self, sup: Support, qry: Support, lam_user: float, lo: float, hi: float) -> np.ndarray:
         m = sup.mask.numpy()
         resid = (sup.y.numpy() - self.item_mean[sup.items.numpy()]) * m
-        offset = resid.sum(1) / (m.sum(1) + lam_user)
+        n = m.sum(1)
+        if self.center == "mean":
+            offset = resid.sum(1) / (n + lam_user)
+        else:
+            offset = np.zeros(len(n))
+            has = n > 0
+            med = np.nanmedian(np.where(m[has] > 0, resid[has], np.nan), axis=1)
+            offset[has] = n[has] / (n[has] + lam_user) * med
         return np.clip(self.item_mean[qry.items.numpy()] + offset[:, None], lo, hi)
+
+
+def group_median(keys: np.ndarray, y: np.ndarray, n_keys: int, empty: float) -> np.ndarray:
+    """``(n_keys,)`` median of ``y`` per key (``keys (N,)`` in ``0..n_keys-1``); ``empty`` where none."""
+    order = np.lexsort((y, keys))
+    ys = y[order]
+    n = np.bincount(keys, minlength=n_keys)
+    start = np.cumsum(n) - n
+    has = n > 0
+    out = np.full(n_keys, empty, np.float64)
+    lo_i, hi_i = start[has] + (n[has] - 1) // 2, start[has] + n[has] // 2  # the middle one or two
+    out[has] = (ys[lo_i] + ys[hi_i]) / 2.0
+    return out

@@ -18,6 +18,11 @@ from metarec.evaluate.models import ADAPT, META_ALGORITHMS
 
 Objective = Callable[[dict[str, Any]], float]
 INIT_LOSS_WEIGHTS = (0.0, 0.3, 1.0, 3.0)  # TrainConfig.init_loss_weight choices of the meta search
+# rating losses a family may train with (ModelConfig.rating_loss), searched on the melu protocol for
+# the meta and global studies alike (huber, not l1: pure L1 adapted worse in a quick validation
+# check, docs/evaluation.md); mse first: the enqueued defaults keep today's configuration
+LOSSES = ("mse", "huber")
+Space = Callable[[optuna.Trial], dict[str, Any]]
 
 
 @dataclass
@@ -56,7 +61,15 @@ def global_space(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
-def run_study(space: Callable[[optuna.Trial], dict[str, Any]], objective: Objective, n_trials: int,
+def with_loss(space: Space, losses: tuple[str, ...] = LOSSES) -> Space:
+    """``space`` plus the training loss, one more categorical hyper-parameter ``"loss"``."""
+    def spaced(trial: optuna.Trial) -> dict[str, Any]:
+        return {**space(trial), "loss": trial.suggest_categorical("loss", list(losses))}
+
+    return spaced
+
+
+def run_study(space: Space, objective: Objective, n_trials: int,
               timeout_s: float, seed: int, first: list[dict[str, Any]] | None = None,
               on_trial: Callable[[int, float], None] | None = None) -> SearchResult:
     """Minimize ``objective(params)`` over ``space``; ``first`` are trials enqueued before TPE."""
