@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from metarec.adapt import Fast, Support, adapt
-from metarec.model import RecModel
+from metarec.model import HUBER_DELTA, RecModel
 
 
 def _plain(model: RecModel, names: list[str]) -> bool:
@@ -76,7 +76,7 @@ def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Ma
         sig = torch.sigmoid(logit)
         if cfg.mode == "rating":
             lo, hi = cfg.rating_range
-            g = 2.0 * (lo + (hi - lo) * sig - y) * (hi - lo) * sig * (1.0 - sig)
+            g = _dloss(lo + (hi - lo) * sig - y, cfg.rating_loss) * (hi - lo) * sig * (1.0 - sig)
         else:
             g = sig - y
         g = g * mask / denom  # dL/dlogit (B, S)
@@ -101,3 +101,14 @@ def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Ma
             else:
                 cur[n] = cur[n] - rate(n) * grads[n]
     return {n: cur[n] for n in names}
+
+
+def _dloss(err: Tensor, kind: str) -> Tensor:
+    """d loss / d prediction of :func:`metarec.model.rating_loss` at ``err = prediction − y``."""
+    if kind == "mse":
+        return 2.0 * err
+    if kind == "l1":
+        return torch.sign(err)
+    if kind == "huber":  # smooth L1: err / δ inside |err| < δ, sign(err) outside
+        return torch.where(err.abs() < HUBER_DELTA, err / HUBER_DELTA, torch.sign(err))
+    raise ValueError(f"unknown rating_loss {kind!r}")

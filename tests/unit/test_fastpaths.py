@@ -57,9 +57,9 @@ def _support(model: RecModel, b: int = 7, s: int = 12, seed: int = 1) -> Support
                    torch.randint(0, cfg.n_context_buckets, (b, s, cfg.max_context), generator=g), y * mask, mask)
 
 
-@pytest.mark.parametrize("mode", ["binary", "rating"])
-def test_batched_adaptation_equals_per_user_loop(mode: str) -> None:
-    model = _model(mode)
+@pytest.mark.parametrize("mode, loss", [("binary", "mse"), ("rating", "mse"), ("rating", "huber"), ("rating", "l1")])
+def test_batched_adaptation_equals_per_user_loop(mode: str, loss: str) -> None:
+    model = _model(mode, rating_loss=loss)
     sup = _support(model)
     ref = adapt_loop(model, sup, steps=3, lr=0.3)
     with torch.no_grad():
