@@ -33,7 +33,7 @@ from metarec.settings import WorkerSettings
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import BatchOut, Compute
 from services.adapter.faust_fixes import keep_queues_on_repeated_resume
-from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain
+from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain, room_for_changelog
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
 DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
@@ -88,6 +88,7 @@ class Adapter:
 
     async def _consume(self, stream: Any) -> None:
         eager_drain(self.app.consumer)  # see faust_tuning
+        room_for_changelog(self.app, 4 * self.settings.batch_max_users + 100)  # the most users pending at once
         async for event in stream.events():
             msg = event.message
             await self.on_message(event.key, event.value, msg.topic, msg.partition, msg.offset, msg.timestamp)

@@ -18,6 +18,13 @@ first run directly; only if it has to wait does the original race take over, wit
 delivery continued as a task. The outcome is the same: a delivery that completes; one that
 waits on a suspended flow is cancelled by the rebalance, as before.
 
+**Room for a batch of changelog records** (:func:`room_for_changelog`). Table changelog
+records go through faust's ``ProducerBuffer``, and while it holds more than 100 records faust
+stops delivering messages to the streams until it has drained (``wait_until_ebb``, with a
+"producer buffer full" warning). The worker writes one record per changed user per batch, so
+a batch of more than 100 users stalled consumption every time. The buffer limit is raised to
+what the worker can have pending.
+
 **A lean monitor** (:class:`LeanMonitor`). faust's ``Monitor`` sensor keeps per-message and
 per-event statistics (counters by topic and stream, timestamps, runtimes) for faust's own
 ``/stats`` pages and its statsd/Datadog exporters; the worker exports its own Prometheus
@@ -103,6 +110,12 @@ def eager_drain(consumer: Any) -> None:
 
     wait_first._metarec_wrapped = True  # type: ignore[attr-defined]
     consumer.wait_first = wait_first
+
+
+def room_for_changelog(app: Any, records: int) -> None:
+    """Let ``app``'s producer buffer hold ``records`` before faust pauses the streams to drain it."""
+    buffer = app.producer.buffer
+    buffer.max_messages = max(buffer.max_messages, records)
 
 
 class LeanMonitor(Monitor):

@@ -11,7 +11,7 @@ from faust.sensors import Monitor
 from faust.types import TP
 from mode import Service
 
-from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain
+from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain, room_for_changelog
 
 
 def _worker_consumer(app: faust.App) -> Any:
@@ -143,3 +143,12 @@ class _Owner:
 class _Stream:
     def __init__(self) -> None:
         self.task_owner = _Owner()
+
+
+def test_the_producer_buffer_holds_a_batch_of_changelog_records_before_pausing_the_streams() -> None:
+    app = faust.App("t-buffer", broker="kafka://127.0.0.1:1", web_enabled=False)
+    assert app.producer.buffer.max_messages == 100  # faust 0.15.3's limit: a changed faust shows up here
+    room_for_changelog(app, 1124)
+    assert app.producer.buffer.max_messages == 1124
+    room_for_changelog(app, 10)  # never lowered
+    assert app.producer.buffer.max_messages == 1124
