@@ -67,6 +67,9 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=None, help="adapt export score river e2e")
     ap.add_argument("--e2e-compute", nargs="*", default=["process"], choices=["process", "thread"],
                     help="where the e2e worker adapts and scores (METAREC_COMPUTE); several race side by side")
+    ap.add_argument("--e2e-order", nargs="*", default=None, choices=["time", "interleaved"],
+                    help="e2e event order(s): the log in time order (sessions coalesce) and/or shuffled "
+                         "(about one recommendation per event or two); default both, --quick: time")
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default bench/results; bench/results/quick with --quick, not committed)")
     args = ap.parse_args()
@@ -97,7 +100,9 @@ def main() -> None:
             bootstrap, own = _broker()
             try:
                 # process: compute in a child process (the default); thread: in the worker's own process
-                runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp) for v in args.e2e_compute]
+                orders = args.e2e_order or (["time"] if args.quick else ["time", "interleaved"])
+                runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp, o)
+                        for v in args.e2e_compute for o in orders]
             finally:
                 if own is not None:
                     subprocess.run(["bash", str(common.ROOT / "deploy" / "kafka" / "kafka.sh"), "down"], env=own)
@@ -134,7 +139,7 @@ def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> d
         cur = res["e2e"]["runs"][0]
         half, full = cur["phases"].get("50%", {}), cur["phases"].get("100%", {})
         s.update(e2e_events_per_s=cur["events_per_s"], e2e_p50_ms=half.get("p50_ms"), e2e_p99_ms=half.get("p99_ms"),
-                 e2e_variant=cur["variant"], e2e_drain_events_per_s=cur["drain_events_per_s"],
+                 e2e_variant=cur["variant"], e2e_order=cur["order"], e2e_drain_events_per_s=cur["drain_events_per_s"],
                  e2e_p99_ms_at_100=full.get("p99_ms"),
                  e2e_events_per_s_per_worker_core=full.get("events_per_s_per_worker_core"),
                  e2e_worker_cpu_ms_per_event=(full["worker_main_cpu_ms_per_event"]
@@ -142,8 +147,9 @@ def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> d
                                               if "worker_main_cpu_ms_per_event" in full else None))
         for r in res["e2e"]["runs"][1:]:
             h = r["phases"].get("50%", {})
-            s[f"e2e_{r['variant']}"] = {"events_per_s": r["events_per_s"], "p50_ms": h.get("p50_ms"),
-                                        "p99_ms": h.get("p99_ms")}
+            s[f"e2e_{r['variant']}_{r['order']}"] = {"events_per_s": r["events_per_s"], "p50_ms": h.get("p50_ms"),
+                                                     "p99_ms": h.get("p99_ms"),
+                                                     "events_per_recommendation": r["events_per_recommendation"]}
     return s
 
 
@@ -156,6 +162,9 @@ def _summary_md(s: dict) -> str:
             "river_events_per_s", "river_rmse", "river_auc", "metarec_prequential_events_per_s", "metarec_rmse",
             "metarec_auc"]
     rows = [[k, s[k]] for k in keys if k in s]
+    for k, v in sorted(s.items()):  # the other e2e runs (another event order or compute placement)
+        if k.startswith("e2e_") and isinstance(v, dict):
+            rows += [[f"{k}: {m}", v[m]] for m in ("events_per_s", "p50_ms", "p99_ms", "events_per_recommendation")]
     m = s["machine"]
     return (f"# metarec {s['suite']} ({s['measured_at']}, {s['seconds']:.0f} s)\n\n"
             f"Machine: {m['cpu']}, {m['cores']} cores (1 compute thread), load {m['load_avg_at_start']}, "
