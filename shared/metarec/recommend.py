@@ -26,8 +26,8 @@ from metarec.score import Scorer, top_k
 from metarec.state import Buffered, UserState
 
 
-class Recommendation(msgspec.Struct, frozen=True, kw_only=True):
-    """The message published to the recommendations topic (JSON)."""
+class Recommendation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """The message published to the recommendations topic (JSON). Not tracked by the GC (see state.py)."""
 
     user_id: str
     items: list[str]

@@ -15,9 +15,12 @@ import msgspec
 from metarec.events import Event
 
 STATE_VERSION = 1
+# The structs below are plain immutable data (never part of a reference cycle), so they are
+# built with ``gc=False``: a worker holds many of them, and the garbage collector's full passes
+# over them were pauses of its event loop that grew with the number of users.
 
 
-class Buffered(msgspec.Struct, frozen=True, array_like=True):
+class Buffered(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """A compact buffered event: ``[event_id, item_id, kind, value, ts, context]``."""
 
     event_id: str
@@ -28,7 +31,7 @@ class Buffered(msgspec.Struct, frozen=True, array_like=True):
     context: dict[str, str]
 
 
-class UserState(msgspec.Struct, frozen=True, kw_only=True):
+class UserState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """What the worker remembers about one user."""
 
     user_id: str

@@ -111,3 +111,17 @@ def test_a_dead_letter_keeps_the_raw_bytes_the_reason_and_the_origin() -> None:
         assert msg["raw_text"] == (raw.decode() if raw.startswith(b"{") else None)
         assert msg["source"] == {"topic": "events", "partition": 3, "offset": 41}
         assert msg["key"] == "u1" and msg["dead_lettered_at"] == 12.5
+
+
+def test_state_and_recommendations_stay_out_of_the_garbage_collector() -> None:
+    import gc
+
+    from metarec.recommend import Recommendation
+
+    evs = [Event(event_id=f"e{i}", user_id="u1", item_id=f"i{i}", kind="view", value=1.0, ts=float(i),
+                 context={"device": "web"}) for i in range(3)]
+    state, new = st.step(None, evs)
+    rec = Recommendation(user_id="u1", items=["i1"], scores=[0.5], model_version="v", events_seen=3,
+                         last_event_ts=2.0, emitted_at=3.0)
+    assert not gc.is_tracked(state) and not any(gc.is_tracked(b) for b in new) and not gc.is_tracked(rec)
+    assert st.loads(st.dumps(state)) == state  # still the same data
