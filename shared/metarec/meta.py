@@ -45,7 +45,7 @@ import torch
 
 from metarec.adapt import Support, adapt, predict_rows
 from metarec.features import EventTable, pad_support
-from metarec.model import RecModel, loss_fn
+from metarec.model import RATING_LOSSES, RecModel, loss_fn
 from metarec.quality import auc, logloss
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile")
@@ -69,6 +69,10 @@ class TrainConfig:
     # search chooses it; serving keeps 0 for now: with w = 1 the demo's live adapted AUC fell
     # below the (better) initialization's, 0.836 vs 0.859 (adaptation steps need re-tuning)
     init_loss_weight: float = 0.0
+    # rating mode: the outer (query) loss, "mse" | "l1" | "huber"; None = the model's own
+    # rating_loss, which the inner loop always uses. MAML may adapt with one loss and judge the
+    # adapted model with another: inner MSE steps, outer L1 meta-learns for query MAE
+    outer_loss: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
         if not self.init_loss_weight >= 0.0:
             raise ValueError(f"init_loss_weight must be >= 0, got {self.init_loss_weight}")
+        if self.outer_loss is not None and self.outer_loss not in RATING_LOSSES:
+            raise ValueError(f"outer_loss must be one of {', '.join(RATING_LOSSES)}, got {self.outer_loss!r}")
 
 
 def episode(table: EventTable, users: np.ndarray, rng: np.random.Generator, buffer_size: int,
@@ -92,17 +98,19 @@ def episode(table: EventTable, users: np.ndarray, rng: np.random.Generator, buff
     return pad_support(table, sup_rows, idx, buffer_size), pad_support(table, qry_rows, idx, query_size)
 
 
-def query_loss(model: RecModel, fast: dict[str, torch.Tensor], query: Support) -> torch.Tensor:
-    """Masked query loss of ``(B, Q)`` rows, user ``b`` under fast weights ``{name: (B, ...)}``."""
+def query_loss(model: RecModel, fast: dict[str, torch.Tensor], query: Support,
+               kind: str | None = None) -> torch.Tensor:
+    """Masked query loss of ``(B, Q)`` rows, user ``b`` under fast weights ``{name: (B, ...)}``
+    (rating loss ``kind``, default the model's)."""
     logits = predict_rows(model, fast, query.users, query.items, query.ctx)
-    return loss_fn(model, logits, query.y, query.mask)
+    return loss_fn(model, logits, query.y, query.mask, kind)
 
 
-def init_query_loss(model: RecModel, query: Support) -> torch.Tensor:
+def init_query_loss(model: RecModel, query: Support, kind: str | None = None) -> torch.Tensor:
     """Query loss of the un-adapted initialization (what a user with no events gets); its
     gradient reaches the initialization through the broadcast, not through a copy."""
     fast = {k: v.unsqueeze(0).expand(len(query), *v.shape) for k, v in model.fast_init().items()}
-    return query_loss(model, fast, query)
+    return query_loss(model, fast, query, kind)
 
 
 def _combine(sup: Support, qry: Support) -> Support:
@@ -113,13 +121,14 @@ def _combine(sup: Support, qry: Support) -> Support:
 
 
 def outer_step(model: RecModel, sup: Support, qry: Support, algorithm: str,
-               init_loss_weight: float = 0.0) -> torch.Tensor:
+               init_loss_weight: float = 0.0, outer_loss: str | None = None) -> torch.Tensor:
     """Set ``.grad`` of ``model``'s parameters for one meta-batch; returns the outer loss.
 
     ``maml``/``fomaml``/``metasgd``: back-propagate ``L_q(adapted) + w · L_q(init)``
     (``w = init_loss_weight``). ``reptile``: adapted parameters get ``θ - mean_u φ_u`` (φ adapted
     on support ∪ query), the other parameters the first-order query-loss gradient; plus
     ``w ∇ L_q(init)`` on all of them. The returned loss is ``L_q(adapted) + w · L_q(init)``.
+    ``L_q`` uses the rating loss ``outer_loss`` (default the model's); the inner loop the model's.
     """
     mc = model.cfg
     if algorithm == "metasgd" and not mc.meta_sgd:
@@ -127,16 +136,16 @@ def outer_step(model: RecModel, sup: Support, qry: Support, algorithm: str,
     w = float(init_loss_weight)
     if algorithm != "reptile":
         fast = adapt(model, sup, mc.inner_steps, model.inner_lr_map(), first_order=algorithm == "fomaml")
-        loss = query_loss(model, fast, qry)
+        loss = query_loss(model, fast, qry, outer_loss)
         if w > 0.0:
-            loss = loss + w * init_query_loss(model, qry)
+            loss = loss + w * init_query_loss(model, qry, outer_loss)
         loss.backward()
         return loss.detach()
     init = model.fast_init()
     fast = adapt(model, sup, mc.inner_steps, mc.inner_lr, first_order=True)
-    loss = query_loss(model, {k: v.detach() for k, v in fast.items()}, qry)
+    loss = query_loss(model, {k: v.detach() for k, v in fast.items()}, qry, outer_loss)
     if w > 0.0:
-        loss = loss + w * init_query_loss(model, qry)  # reaches the init (and the global parameters)
+        loss = loss + w * init_query_loss(model, qry, outer_loss)  # reaches the init (and the global parameters)
     loss.backward()  # without w, reaches only the global parameters: the fast weights are detached
     with torch.no_grad():
         phi = adapt(model, _combine(sup, qry), mc.inner_steps, mc.inner_lr, first_order=True)
@@ -168,7 +177,7 @@ def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg
             assert table is not None, "meta_train needs an EventTable or a sampler"
             sup, qry = episode(table, batch, rng, mc.buffer_size, cfg.query_size, cfg.user_dropout)
         opt.zero_grad()
-        loss = outer_step(model, sup, qry, cfg.algorithm, cfg.init_loss_weight)
+        loss = outer_step(model, sup, qry, cfg.algorithm, cfg.init_loss_weight, cfg.outer_loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         history.append(float(loss))

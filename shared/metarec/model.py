@@ -165,11 +165,11 @@ def rating_loss(pred: Tensor, y: Tensor, kind: str = "mse") -> Tensor:
     raise ValueError(f"rating_loss must be one of {', '.join(RATING_LOSSES)}, got {kind!r}")
 
 
-def loss_fn(model: RecModel, logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
+def loss_fn(model: RecModel, logits: Tensor, y: Tensor, mask: Tensor, kind: str | None = None) -> Tensor:
     """Masked mean loss: BCE ``-log P(y|ŷ)`` / ``-log(1-P)`` in binary mode, ``rating_loss`` (MSE by
-    default) in rating mode."""
+    default) in rating mode, of kind ``kind`` when given, else ``model.cfg.rating_loss``."""
     if model.cfg.mode == "rating":
-        per = rating_loss(model.predict(logits), y, model.cfg.rating_loss)
+        per = rating_loss(model.predict(logits), y, kind or model.cfg.rating_loss)
     else:
         per = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     return (per * mask).sum() / mask.sum().clamp(min=1.0)

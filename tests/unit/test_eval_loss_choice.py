@@ -38,8 +38,10 @@ def _support(b: int = 4, s: int = 7, seed: int = 0) -> Support:
                    y=torch.randint(1, 6, (b, s), generator=g).float(), mask=mask)
 
 
-def _old_loss_fn(model: RecModel, logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-    """``loss_fn`` before the choice existed (rating mode), copied literally."""
+def _old_loss_fn(model: RecModel, logits: Tensor, y: Tensor, mask: Tensor, kind: str | None = None) -> Tensor:
+    """``loss_fn`` before the choice existed (rating mode), copied literally (``kind`` is accepted
+    for the newer signature; the callers under test pass None, the model's own loss)."""
+    assert kind is None
     per = (model.predict(logits) - y) ** 2
     return (per * mask).sum() / mask.sum().clamp(min=1.0)
 

@@ -158,7 +158,7 @@ def test_meta_train_passes_the_weight_to_the_outer_step(monkeypatch: pytest.Monk
     seen: list[float] = []
 
     def spy(*args: object) -> torch.Tensor:
-        seen.append(float(args[-1]))  # type: ignore[arg-type]
+        seen.append(float(args[4]))  # type: ignore[arg-type]  # (model, sup, qry, algorithm, weight, outer_loss)
         return outer_step(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(meta, "outer_step", spy)
