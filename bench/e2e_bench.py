@@ -44,6 +44,22 @@ def keeps_up(ph: dict[str, Any]) -> bool:
             and ph["p50_ms_last_quarter"] <= 2 * ph["p50_ms_first_quarter"] + 100)
 
 
+def tail(lat: np.ndarray, pre: np.ndarray, sent: np.ndarray) -> dict[str, Any]:
+    """Where a phase's slowest 1% sits: the worst latency per second of the phase (by send
+    time), and, for events at or above p99, the median time before the worker emitted the
+    recommendation and after (worker/ingest vs delivery to the reader)."""
+    ok = ~np.isnan(lat)
+    if not ok.any():
+        return {}
+    sec = np.floor(sent - sent[0]).astype(int)
+    worst = [float(np.nanmax(lat[sec == k]) * 1e3) if np.any(ok & (sec == k)) else None
+             for k in range(int(sec.max()) + 1)]
+    slow = ok & (lat >= np.nanpercentile(lat, 99))
+    return {"max_ms_by_second": worst, "tail_seconds": sorted({int(k) for k in sec[slow]}),
+            "tail_p50_ms_send_to_emit": float(np.median(pre[slow]) * 1e3),
+            "tail_p50_ms_emit_to_arrival": float(np.median((lat - pre)[slow]) * 1e3)}
+
+
 class Bench:
     """One worker under test, the recommendations reader, and phases of load at a constant rate."""
 
@@ -86,7 +102,7 @@ class Bench:
             **{f"p{k}_ms": pct(ok, k) for k in (50, 95, 99)}, "max_ms": pct(ok, 100),
             "p50_ms_first_quarter": pct(lat[:q] * 1e3, 50), "p50_ms_last_quarter": pct(lat[-q:] * 1e3, 50),
             "p50_ms_send_to_emit": pct(pre * 1e3, 50), "p50_ms_emit_to_arrival": pct((lat - pre) * 1e3, 50),
-            "wall_s": wall}
+            "wall_s": wall, **tail(lat, pre, np.asarray(sent))}
         if cpu["worker_main_s"] is not None:
             worker_s = cpu["worker_main_s"] + (cpu["worker_children_s"] or 0.0)
             out.update(worker_main_cpu_ms_per_event=cpu["worker_main_s"] * 1e3 / n,
@@ -217,6 +233,15 @@ def markdown(results: list[dict[str, Any]]) -> str:
             ladder.append([f"{r['variant']}, {r.get('order', 'time')}", _f(ph["target_events_per_s"]), _f(ph["p50_ms"]), _f(ph["p99_ms"]),
                            _f(ph["p50_ms_first_quarter"]), _f(ph["p50_ms_last_quarter"]), ph["uncovered_events"],
                            "yes" if ph["keeps_up"] else "no", _f(ph.get("events_per_s_per_worker_core"))])
+    tails = []
+    for r in results:
+        for name, ph in r["phases"].items():
+            if "max_ms_by_second" in ph:
+                worst = ", ".join(_f(x) for x in ph["max_ms_by_second"])
+                tails.append(f"- {r['variant']}, {r.get('order', 'time')}, {name}: slowest 1% median "
+                             f"{_f(ph['tail_p50_ms_send_to_emit'])} ms before the worker emitted, "
+                             f"{_f(ph['tail_p50_ms_emit_to_arrival'])} ms after; in seconds "
+                             f"{ph['tail_seconds']}; worst per second: {worst}\n")
     head = ["compute, event order", "sustained ev/s", "load", "target ev/s", "produced ev/s", "p50 ms", "p95 ms", "p99 ms",
             "p50 send→emit", "p50 emit→arrival", "uncovered", "ev/s per worker core", "machine busy",
             "worker's share"]
@@ -233,4 +258,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
                             "kept up", "ev/s per worker core"], ladder)
             + "\nBacklog drain (the worker started on a backlog; several events of a user coalesce): "
             + ", ".join(f"{r['variant']}, {r.get('order', 'time')}: {_f(r['drain_events_per_s'])} ev/s, "
-                        f"{r['events_per_recommendation']:.2f} events per recommendation" for r in results) + ".\n")
+                        f"{r['events_per_recommendation']:.2f} events per recommendation" for r in results) + ".\n"
+            + ("\n## Latency tails\n\nWhere each phase's slowest 1% sits (by send time, second of the phase) "
+               "and whether it waited before the worker emitted (ingest, coalescing, compute) or after "
+               "(delivery to the reader).\n\n" + "".join(tails) if tails else ""))
