@@ -42,11 +42,12 @@ class Support:
 
 
 def user_loss(model: RecModel, slow: Mapping[str, Tensor], fast: Fast, user: Tensor, items: Tensor,
-              ctx: Tensor, y: Tensor, mask: Tensor) -> Tensor:
-    """Masked loss of one user's ``S`` events under ``slow ∪ fast`` parameters (a scalar)."""
+              ctx: Tensor, y: Tensor, mask: Tensor, loss: str | None = None) -> Tensor:
+    """Masked loss of one user's ``S`` events under ``slow ∪ fast`` parameters (a scalar); rating
+    loss ``loss``, the model's own when None."""
     users = user.expand(items.shape[0])
     logits = functional_call(model, {**slow, **fast}, (users, items, ctx))
-    return loss_fn(model, logits, y, mask)
+    return loss_fn(model, logits, y, mask, loss)
 
 
 def _lr_of(lr: float | Mapping[str, Tensor], name: str) -> float | Tensor:
@@ -54,19 +55,20 @@ def _lr_of(lr: float | Mapping[str, Tensor], name: str) -> float | Tensor:
 
 
 def adapt(model: RecModel, support: Support, steps: int, lr: float | Mapping[str, Tensor],
-          fast0: Fast | None = None, first_order: bool = False) -> Fast:
+          fast0: Fast | None = None, first_order: bool = False, loss: str | None = None) -> Fast:
     """Adapt every user of ``support`` in one vectorized call.
 
     Returns fast weights with a leading user axis: ``{name: (B, *param.shape)}``.
     ``lr`` is a scalar or, for Meta-SGD, a per-parameter tensor of the parameter's shape.
-    A user whose mask is all zero keeps the initialization.
+    A user whose mask is all zero keeps the initialization. ``loss`` overrides the model's
+    rating loss (fine-tuning a model with another loss than it was trained with).
     """
     init = fast0 if fast0 is not None else model.fast_init()
     slow = {n: p for n, p in model.named_parameters() if n not in init}
 
     def one_user(fast: Fast, user: Tensor, items: Tensor, ctx: Tensor, y: Tensor, mask: Tensor) -> Fast:
         for _ in range(steps):
-            g = grad(lambda f: user_loss(model, slow, f, user, items, ctx, y, mask))(fast)
+            g = grad(lambda f: user_loss(model, slow, f, user, items, ctx, y, mask, loss))(fast)
             if first_order:
                 g = {k: v.detach() for k, v in g.items()}
             fast = {k: fast[k] - _lr_of(lr, k) * g[k] for k in fast}

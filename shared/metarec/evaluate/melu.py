@@ -66,8 +66,8 @@ def score(r: Ratings, split: MeluSplit, tasks: Tasks, predict: Predict, k: int |
             "ndcg_lin@3": mean_ndcg(y, p, m, 3, "lin"), "n_users": len(tasks)}
 
 
-def neural(model: RecModel, steps: int, lr: Any, adapt_layers: str | None = None) -> Predict:
-    return lambda sup, qry: predict_adapted(model, sup, qry, steps, lr, adapt_layers)
+def neural(model: RecModel, steps: int, lr: Any, adapt_layers: str | None = None, loss: str | None = None) -> Predict:
+    return lambda sup, qry: predict_adapted(model, sup, qry, steps, lr, adapt_layers, loss=loss)
 
 
 class Melu:
@@ -97,14 +97,19 @@ class Melu:
                               lam_item, center)
 
     def best_finetune(self, split: MeluSplit, model: RecModel) -> tuple[dict[str, Any], float]:
-        """The fine-tuning grid on the validation users: (steps, lr, adapted layers) → MAE."""
-        best: tuple[dict[str, Any], float] = ({"ft_steps": 0, "ft_lr": 0.0, "ft_adapt": "out"}, np.inf)
-        for layers in M.FT_ADAPT:
-            for steps in M.FT_STEPS:
-                for lr in (M.FT_LRS if steps else (0.0,)):
-                    mae = score(self.r, split, split.val, neural(model, steps, lr, layers))["mae"]
-                    if mae < best[1]:
-                        best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers}, mae)
+        """The fine-tuning grid on the validation users: (steps, lr, adapted layers, loss) → MAE.
+        The fine-tuning loss may differ from the one the model was trained with, as a meta-learner's
+        inner loss may differ from its outer loss."""
+        best: tuple[dict[str, Any], float] = ({"ft_steps": 0, "ft_lr": 0.0, "ft_adapt": "out", "ft_loss": None}, np.inf)
+        for loss in LOSSES:
+            for layers in M.FT_ADAPT:
+                for steps in M.FT_STEPS:
+                    for lr in (M.FT_LRS if steps else (0.0,)):
+                        if not steps and (loss != LOSSES[0] or layers != M.FT_ADAPT[0]):
+                            continue  # zero steps: the same predictions whatever the loss and layers
+                        mae = score(self.r, split, split.val, neural(model, steps, lr, layers, loss))["mae"]
+                        if mae < best[1]:
+                            best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers, "ft_loss": loss}, mae)
         return best
 
     # --- stages --------------------------------------------------------------------------
@@ -134,10 +139,15 @@ class Melu:
             ft_of[len(ft_of)] = ft
             return mae
 
-        # the training loss is one more hyper-parameter of both studies; the enqueued defaults are
-        # today's configuration (mse) and its huber twin, for every meta algorithm and for `global`
-        first_meta = [{**M.algorithm_params(None, a), "loss": loss} for loss in LOSSES for a in M.META_ALGORITHMS]
-        meta = run_study(with_loss(meta_space), meta_objective, plan.trials, t_budget, self.seed, first_meta,
+        # the training loss is one more hyper-parameter of both studies, and a meta-learner's outer
+        # (query) loss one more of the meta study. Enqueued first, for every meta algorithm: mse inside
+        # and out (the plain configuration), and mse inside, huber outside (adapt with squared error,
+        # meta-learn for a robust, MAE-like query loss); for `global`: mse and huber (and the
+        # fine-tuning grid chooses its own loss, the counterpart of the inner/outer split)
+        first_meta = [{**M.algorithm_params(None, a), "loss": LOSSES[0], "outer_loss": outer}
+                      for outer in LOSSES for a in M.META_ALGORITHMS]
+        space = with_loss(with_loss(meta_space), name="outer_loss")
+        meta = run_study(space, meta_objective, plan.trials, t_budget, self.seed, first_meta,
                          on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val MAE {v:.4f}"))
         first_global = [{**M.DEFAULT_GLOBAL, "loss": loss} for loss in LOSSES]
         glob = run_study(with_loss(global_space), global_objective, plan.trials, t_budget, self.seed, first_global,
@@ -169,7 +179,7 @@ class Melu:
         self.tick("test: global model")
         ft = chosen["finetune"]
         preds["global"] = ("baseline", neural(g, 0, 0.0))
-        preds["fine-tuned"] = ("baseline", neural(g, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"]))
+        preds["fine-tuned"] = ("baseline", neural(g, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"], ft.get("ft_loss")))
         for a in M.META_ALGORITHMS:
             params = chosen["meta"][a]
             model = self.train_meta(split, params, self.plan.meta_steps, seed)
@@ -198,7 +208,8 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
                            "adapt_mult": _best_mult(meta, val["adapt_mult"], a)} for a in M.META_ALGORITHMS},
               "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
               "item_offset": val["item_offset"],
-              "val_mae_by_loss": {"meta": _by(meta, "algorithm", "loss"), "global": _by(val["global"], "loss"),
+              "val_mae_by_loss": {"meta": _by(meta, "algorithm", "loss", "outer_loss"),
+                                  "global": _by(val["global"], "loss"),
                                   "item mean + user offset": val["offset_by_center"]}}
     t_val = time.monotonic() - t0
     per_seed, curves = [], []

@@ -59,13 +59,15 @@ def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
                seen_items: np.ndarray, init_from: RecModel | None = None) -> RecModel:
     """A meta-learned model (``params["algorithm"]``) trained for ``steps`` outer steps,
     from a fresh initialization or from ``init_from``'s weights (a pretrained global model);
-    ``params["loss"]`` (default "mse") is its inner and outer rating loss."""
+    ``params["loss"]`` (default "mse") is its inner rating loss (and what it adapts with when
+    serving), ``params["outer_loss"]`` its outer (query) loss, the inner one when absent."""
     model = meta_model(r, n_users, mode, params, net, seed)
     if init_from is not None:
         model.load_state_dict(init_from.state_dict(), strict=False)  # Meta-SGD's rates stay at inner_lr
     cfg = TrainConfig(algorithm=params["algorithm"], meta_batch=plan.meta_batch, outer_lr=float(params["outer_lr"]),
                       steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed,
-                      init_loss_weight=float(params.get("init_loss_weight", 0.0)))
+                      init_loss_weight=float(params.get("init_loss_weight", 0.0)),
+                      outer_loss=params.get("outer_loss") if mode == "rating" else None)
     meta_train(model, table, users, cfg, sampler=sampler)
     model.eval()
     fill_unseen_items(model, seen_items)

@@ -110,10 +110,11 @@ def fill_unseen_items(model: RecModel, seen: np.ndarray) -> None:
 
 def predict_adapted(model: RecModel, sup: Support, qry: Support, steps: int,
                     lr: float | dict[str, torch.Tensor], adapt_layers: str | None = None,
-                    chunk: int = 256) -> np.ndarray:
+                    chunk: int = 256, loss: str | None = None) -> np.ndarray:
     """Predictions ``(B, Q)`` (ratings or probabilities) after ``steps`` SGD steps on ``sup``.
 
-    ``adapt_layers`` (a key of :data:`ADAPT`) overrides the model's adapted layers (fine-tuning).
+    ``adapt_layers`` (a key of :data:`ADAPT`) overrides the model's adapted layers and ``loss``
+    its rating loss (fine-tuning).
     """
     out = []
     params = dict(model.named_parameters())
@@ -123,7 +124,7 @@ def predict_adapted(model: RecModel, sup: Support, qry: Support, steps: int,
     with torch.no_grad():
         for a in range(0, len(sup), chunk):
             s = Support(*(t[a:a + chunk] for t in (sup.users, sup.items, sup.ctx, sup.y, sup.mask)))
-            fast = adapt(model, s, steps, lr, fast0=fast0)
+            fast = adapt(model, s, steps, lr, fast0=fast0, loss=loss)
             q = slice(a, a + chunk)
             logits = predict_rows(model, fast, qry.users[q], qry.items[q], qry.ctx[q])
             out.append(model.predict(logits).numpy())

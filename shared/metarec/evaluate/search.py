@@ -61,10 +61,11 @@ def global_space(trial: optuna.Trial) -> dict[str, Any]:
     }
 
 
-def with_loss(space: Space, losses: tuple[str, ...] = LOSSES) -> Space:
-    """``space`` plus the training loss, one more categorical hyper-parameter ``"loss"``."""
+def with_loss(space: Space, losses: tuple[str, ...] = LOSSES, name: str = "loss") -> Space:
+    """``space`` plus a loss, one more categorical hyper-parameter ``name``: ``"loss"`` is the
+    training (a meta-learner's inner) loss, ``"outer_loss"`` a meta-learner's query loss."""
     def spaced(trial: optuna.Trial) -> dict[str, Any]:
-        return {**space(trial), "loss": trial.suggest_categorical("loss", list(losses))}
+        return {**space(trial), name: trial.suggest_categorical(name, list(losses))}
 
     return spaced
 
