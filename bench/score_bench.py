@@ -48,7 +48,8 @@ def run(quick: bool, candidates: int = 500) -> dict[str, Any]:
         exclude = [{i - 1 for i in r} for r in recent]
         with tempfile.TemporaryDirectory() as tmp:
             export_onnx(model, Path(tmp) / "model.onnx")
-            onnx_s = OnnxScorer(Path(tmp) / "model.onnx", threads=1)
+            onnx_s = OnnxScorer(Path(tmp) / "model.onnx", threads=1)  # calls of rows_per_call users
+            onnx_one = OnnxScorer(Path(tmp) / "model.onnx", threads=1, rows_per_call=0)  # the whole batch in one call
         torch_s = TorchScorer(model)
         t0 = time.perf_counter()
         index = CandidateIndex(model.item_emb.weight.detach().numpy(), rng.zipf(1.5, n + 1).astype(float))
@@ -65,7 +66,7 @@ def run(quick: bool, candidates: int = 500) -> dict[str, Any]:
                 return top_k_items(scorer.score(users, ctx, fast, items), items, valid, 10)
             return go
 
-        fns = {"onnx": full(onnx_s), "torch": full(torch_s), "onnx_candidates": cand(cand_onnx),
+        fns = {"onnx": full(onnx_s), "onnx_one_call": full(onnx_one), "torch": full(torch_s), "onnx_candidates": cand(cand_onnx),
                "torch_candidates": cand(cand_torch)}
         res: dict[str, list[float]] = {k: [] for k in fns}
         min_s = 0.2 if quick else 1.0
@@ -74,14 +75,21 @@ def run(quick: bool, candidates: int = 500) -> dict[str, Any]:
                 res[k].append(b / common.time_call(fn, min_s, max_reps=200))  # warm call included once
         med = {k: common.median_rate(v) for k, v in res.items()}
         out["catalogs"][str(n)] = {"users_per_s": med, "rounds": res, "onnx_over_torch": med["onnx"] / med["torch"],
+                                   "onnx_rows_per_call": onnx_s.rows_per_call,
+                                   "onnx_calls_over_one_call": med["onnx"] / med["onnx_one_call"],
                                    "candidate_index_build_s": index_s,
                                    "candidates_over_full_onnx": med["onnx_candidates"] / med["onnx"]}
-        rows.append([n, b, med["onnx"], med["torch"], med["onnx"] / med["torch"], med["onnx_candidates"],
+        rows.append([n, b, med["onnx"], f"{med['onnx_one_call']:,.0f} ({onnx_s.rows_per_call}/call: "
+                     f"{med['onnx'] / med['onnx_one_call']:.2f}x)", med["torch"], med["onnx"] / med["torch"],
+                     med["onnx_candidates"],
                      med["torch_candidates"]])
     md = ("# Scoring (users/s, 1 thread, top-10 with 50 consumed items excluded)\n\n"
-          + common.table(["items", "batch", "onnxruntime full", "torch full", "ort / torch",
+          + common.table(["items", "batch", "onnxruntime full", "ort in one call (users per call: gain)",
+                          "torch full", "ort / torch",
                           f"ort candidates ({candidates})", f"torch candidates ({candidates})"], rows)
           + "\nCandidate timings include building each user's candidate set (neighbours of the 50 recent "
-            "items, then popular items).\n")
+            "items, then popular items). onnxruntime runs a batch in calls of as many users as keep "
+            "the widest activation within about 8 MiB (`metarec.score.CALL_BYTES`); the one-call column is "
+            "the whole batch at once.\n")
     common.write("score", out, md)
     return out

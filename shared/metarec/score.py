@@ -35,18 +35,47 @@ class Scorer(Protocol):
         ...
 
 
-class OnnxScorer:
-    """One onnxruntime session over ``model.onnx``; adapted weights are graph inputs."""
+#: what one onnxruntime call's widest hidden activation (users × items × width float32) may take:
+#: about two cores' L2 caches. With MovieLens-100K's 1,682 items, 64 users in one call scored at
+#: 0.61 ms per user and calls of 8–16 users at 0.43 (the (B, N, 64) activation spilled to L3).
+CALL_BYTES = 8 << 20
+DEFAULT_WIDTH = 64  # hidden width assumed when the graph's inputs do not show it (only `out` adapted)
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+
+class OnnxScorer:
+    """One onnxruntime session over ``model.onnx``; adapted weights are graph inputs.
+
+    A batch is run in calls of at most ``rows_per_call`` users (default: as many as keep the
+    widest activation within :data:`CALL_BYTES`, from the graph's catalog size and layer widths;
+    0 = one call), because past the cache the per-user cost rises.
+    """
+
+    def __init__(self, path: Path, threads: int = 1, rows_per_call: int | None = None) -> None:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
+        self.rows_per_call = self._rows_per_call() if rows_per_call is None else max(0, int(rows_per_call))
+
+    def _rows_per_call(self) -> int:
+        n_items = self.session.get_outputs()[0].shape[-1]
+        if not isinstance(n_items, int) or n_items <= 0:
+            return 0
+        widths = [i.shape[1] for i in self.session.get_inputs()
+                  if i.name.startswith("fast.layers.") and i.name.endswith(".weight") and isinstance(i.shape[1], int)]
+        return max(1, CALL_BYTES // (n_items * max(widths, default=DEFAULT_WIDTH) * 4))
 
     def score(self, users: np.ndarray, ctx: np.ndarray, fast: FastNp) -> np.ndarray:
+        step = self.rows_per_call
+        if not step or len(users) <= step:
+            return self._run(users, ctx, fast)
+        parts = [self._run(users[a:a + step], ctx[a:a + step], {k: v[a:a + step] for k, v in fast.items()})
+                 for a in range(0, len(users), step)]
+        return np.concatenate(parts)
+
+    def _run(self, users: np.ndarray, ctx: np.ndarray, fast: FastNp) -> np.ndarray:
         feed: dict[str, np.ndarray] = {"users": users.astype(np.int64), "ctx": ctx.astype(np.int64)}
         for name in self.inputs[2:]:
             feed[name] = np.ascontiguousarray(fast[name.removeprefix("fast.")], dtype=np.float32)

@@ -143,6 +143,22 @@ def test_onnx_scorer_equals_torch_scorer(tmp_path: Path) -> None:
     assert a.shape == (len(users), model.cfg.n_items - 1)
     np.testing.assert_allclose(a, b, atol=TOL)
     assert np.ptp(a, axis=1).min() > 0  # not a constant output
+    # a batch run in calls of a few users equals one call, to float rounding (a tiny catalog gets one call)
+    assert OnnxScorer(tmp_path / "model.onnx").rows_per_call >= len(users)
+    for rows in (1, 2, 3):
+        chunked = OnnxScorer(tmp_path / "model.onnx", rows_per_call=rows).score(users, ctx, fast)
+        whole = OnnxScorer(tmp_path / "model.onnx", rows_per_call=0).score(users, ctx, fast)
+        np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-7)  # kernels may sum in another order
+
+
+def test_onnx_rows_per_call_follows_catalog_and_width(tmp_path: Path) -> None:
+    """Calls are sized so users × items × widest adapted layer × 4 bytes stays within CALL_BYTES."""
+    from metarec.score import CALL_BYTES
+
+    model = _model()
+    export_onnx(model, tmp_path / "model.onnx")
+    n, width = model.cfg.n_items - 1, max(model.cfg.hidden)
+    assert OnnxScorer(tmp_path / "model.onnx").rows_per_call == max(1, CALL_BYTES // (n * width * 4))
 
 
 def test_top_k_equals_full_sort_with_exclusions() -> None:
