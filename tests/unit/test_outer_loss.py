@@ -93,3 +93,19 @@ def test_every_algorithm_takes_an_outer_loss(algorithm: str) -> None:
 def test_unknown_outer_loss_is_refused_with_its_name() -> None:
     with pytest.raises(ValueError, match="outer_loss.*'l3'"):
         TrainConfig(outer_loss="l3")
+
+
+@pytest.mark.parametrize("kind", ["l1", "huber"])
+def test_adapting_with_another_loss_equals_a_model_trained_with_it(kind: str) -> None:
+    """``adapt(..., loss=kind)`` (the fine-tuning grid's loss choice) is the adaptation of the same
+    weights in a model whose own rating loss is ``kind``; and it differs from adapting with mse."""
+    a, b = _model("mse"), _model(kind)
+    b.load_state_dict(a.state_dict())
+    sup = _rows(7)
+    with torch.no_grad():
+        got = adapt(a, sup, 3, 0.1, loss=kind)
+        want = adapt(b, sup, 3, 0.1)
+        plain = adapt(a, sup, 3, 0.1)
+    for n in want:
+        assert_allclose(got[n].numpy(), want[n].numpy(), rtol=1e-6, atol=1e-7)
+    assert any(not torch.allclose(got[n], plain[n]) for n in got)
