@@ -71,7 +71,8 @@ class TrainConfig:
     init_loss_weight: float = 0.0
     # rating mode: the outer (query) loss, "mse" | "l1" | "huber"; None = the model's own
     # rating_loss, which the inner loop always uses. MAML may adapt with one loss and judge the
-    # adapted model with another: inner MSE steps, outer L1 meta-learns for query MAE
+    # adapted model with another: inner MSE steps judged by an outer huber or L1 loss meta-learn for
+    # query MAE (the melu evaluation searches it)
     outer_loss: str | None = None
     seed: int = 0
 
