@@ -75,13 +75,12 @@ def test_bad_arguments_are_one_line_errors(sim_log: Path, tmp_path: Path) -> Non
         run_evaluation("melu", bad, "csv", tmp_path, 1.0, 0)
 
 
-def test_test_time_steps_come_from_each_algorithms_best_trial() -> None:
-    from metarec.evaluate.melu import _best_mult
-    from metarec.evaluate.search import SearchResult
+def test_tested_configuration_is_each_algorithms_final_length_winner() -> None:
+    from metarec.evaluate.melu import chosen_meta
 
-    trials = [{"params": {"algorithm": "maml"}, "value": 0.80}, {"params": {"algorithm": "reptile"}, "value": 0.75},
-              {"params": {"algorithm": "maml"}, "value": 0.70}, {"params": {"algorithm": "maml"}, "value": float("nan")}]
-    res = SearchResult({"algorithm": "maml"}, 0.70, trials)
-    mults = {0: 1, 1: 4, 2: 2, 3: 4}
-    assert _best_mult(res, mults, "maml") == 2 and _best_mult(res, mults, "reptile") == 4
-    assert _best_mult(res, mults, "metasgd") == 1  # no trial: the meta-training step count
+    final = {"maml": {"params": {"algorithm": "maml", "inner_lr": 0.2, "outer_loss": "huber"}, "adapt_mult": 2,
+                      "value": 0.7}}
+    got = chosen_meta(final)
+    assert got["maml"]["inner_lr"] == 0.2 and got["maml"]["outer_loss"] == "huber" and got["maml"]["adapt_mult"] == 2
+    assert set(got) == {"maml", "fomaml", "metasgd", "reptile"}
+    assert got["reptile"]["adapt_mult"] == 1 and got["reptile"]["algorithm"] == "reptile"  # no trial: defaults

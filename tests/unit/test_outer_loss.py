@@ -109,3 +109,16 @@ def test_adapting_with_another_loss_equals_a_model_trained_with_it(kind: str) ->
     for n in want:
         assert_allclose(got[n].numpy(), want[n].numpy(), rtol=1e-6, atol=1e-7)
     assert any(not torch.allclose(got[n], plain[n]) for n in got)
+
+
+def test_finalists_are_the_best_trials_per_group_nan_dropped() -> None:
+    from metarec.evaluate.search import SearchResult, finalists
+
+    trials = [{"params": {"algorithm": a, "x": x}, "value": v}
+              for a, x, v in [("maml", 1, 0.30), ("maml", 2, 0.10), ("maml", 3, 0.20), ("reptile", 4, float("nan")),
+                              ("reptile", 5, 0.50)]]
+    res = SearchResult(best={}, value=0.1, trials=trials)
+    per = finalists(res, 2, "algorithm")
+    assert [p["x"] for p in per["maml"]] == [2, 3]
+    assert [p["x"] for p in per["reptile"]] == [5]
+    assert [p["x"] for p in finalists(res, 2)[None]] == [2, 3]

@@ -19,7 +19,7 @@ from metarec.evaluate import methods as M
 from metarec.evaluate.data import Ratings
 from metarec.evaluate.metrics import mean_ndcg, user_errors
 from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net, batch, predict_adapted
-from metarec.evaluate.search import LOSSES, SearchResult, global_space, meta_space, run_study, with_loss
+from metarec.evaluate.search import LOSSES, SearchResult, finalists, global_space, meta_space, run_study, with_loss
 from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
 from metarec.meta import Sampler
 from metarec.model import RecModel
@@ -28,6 +28,7 @@ SUPPORT_SIZES = (1, 3, 5, 10, 20)
 # test-time adaptation steps of a meta-learned model, as multiples of its meta-training inner
 # steps, chosen on validation per trial (the counterpart of the fine-tuning grid of `global`)
 ADAPT_MULTS = (1, 2, 4)
+FINALISTS = 2  # trials per meta algorithm (and of `global`) re-ranked at the final training length
 Tick = Callable[[str], None]
 Predict = Callable[[Support, Support], np.ndarray]
 
@@ -118,26 +119,12 @@ class Melu:
         plan = self.plan
         t_budget = 1e9
 
-        mult_of: dict[int, int] = {}
-
         def meta_objective(params: dict[str, Any]) -> float:
-            model = self.train_meta(split, params, plan.trial_steps, self.seed)
-            best = (1, np.inf)
-            for mult in ADAPT_MULTS:
-                predict = neural(model, int(params["inner_steps"]) * mult, model.inner_lr_map())
-                mae = score(self.r, split, split.val, predict)["mae"]
-                if mae < best[1]:
-                    best = (mult, mae)
-            mult_of[len(mult_of)] = best[0]
-            return best[1]
-
-        ft_of: dict[int, dict[str, Any]] = {}
+            return self.adapted_mae(split, self.train_meta(split, params, plan.trial_steps, self.seed), params)[1]
 
         def global_objective(params: dict[str, Any]) -> float:
             model = self.train_global(split, params, plan.trial_steps, self.seed)
-            ft, mae = self.best_finetune(split, model)
-            ft_of[len(ft_of)] = ft
-            return mae
+            return self.best_finetune(split, model)[1]
 
         # the training loss is one more hyper-parameter of both studies, and a meta-learner's outer
         # (query) loss one more of the meta study. Enqueued first, for every meta algorithm: mse inside
@@ -152,15 +139,47 @@ class Melu:
         first_global = [{**M.DEFAULT_GLOBAL, "loss": loss} for loss in LOSSES]
         glob = run_study(with_loss(global_space), global_objective, plan.trials, t_budget, self.seed, first_global,
                          on_trial=lambda k, v: self.tick(f"search global  trial {k}  val MAE {v:.4f}"))
-        best_trial = min(range(len(glob.trials)), key=lambda i: glob.trials[i]["value"])
         # the item-offset baseline's counterpart of the loss choice: mean or median centres
         offset = {(c, li, lu): score(self.r, split, split.val, self._offset_predict(split, c, li, lu))["mae"]
                   for c in OFFSET_CENTERS for li in M.LAMBDAS for lu in M.LAMBDAS}
         c, li, lu = min(offset, key=lambda k: offset[k])
-        return {"meta": meta, "global": glob, "finetune": ft_of[best_trial],
+        return {"meta": meta, "global": glob, **self.final_length(split, meta, glob),
                 "item_offset": {"center": c, "lam_item": li, "lam_user": lu},
                 "offset_by_center": {c: min(v for k, v in offset.items() if k[0] == c) for c in OFFSET_CENTERS},
-                "val_users": len(split.val), "adapt_mult": mult_of}
+                "val_users": len(split.val)}
+
+    def adapted_mae(self, split: MeluSplit, model: RecModel, params: dict[str, Any]) -> tuple[int, float]:
+        """(test-time step multiple, validation MAE) of a meta-learned model, the best over ADAPT_MULTS."""
+        best = (1, np.inf)
+        for mult in ADAPT_MULTS:
+            mae = score(self.r, split, split.val, neural(model, int(params["inner_steps"]) * mult,
+                                                         model.inner_lr_map()))["mae"]
+            if mae < best[1]:
+                best = (mult, mae)
+        return best
+
+    def final_length(self, split: MeluSplit, meta: SearchResult, glob: SearchResult) -> dict[str, Any]:
+        """Each family's finalists (the best FINALISTS trials per meta algorithm, and of `global`)
+        retrained for as many steps as the tested models and compared on validation again: a
+        search trial trains for ``trial_steps`` (half as long by default), and a ranking can change
+        with length (e.g. a huber outer loss overtakes mse between 300 and 600 steps)."""
+        steps, out = self.plan.meta_steps, {}
+        runs: list[dict[str, Any]]
+        for a, cands in finalists(meta, FINALISTS, "algorithm").items():
+            runs = []
+            for params in cands:
+                mult, mae = self.adapted_mae(split, self.train_meta(split, params, steps, self.seed), params)
+                runs.append({"params": params, "adapt_mult": mult, "value": mae})
+                self.tick(f"final length: {M.label(a)}  val MAE {mae:.4f}")
+            out[a] = min(runs, key=lambda x: x["value"])
+        runs = []
+        for params in finalists(glob, FINALISTS).get(None, [{}]):  # {}: the defaults, if no trial finished
+            ft, mae = self.best_finetune(split, self.train_global(split, {**M.DEFAULT_GLOBAL, **params}, steps,
+                                                                  self.seed))
+            runs.append({"params": params, "finetune": ft, "value": mae})
+            self.tick(f"final length: global  val MAE {mae:.4f}")
+        g = min(runs, key=lambda x: x["value"])
+        return {"final_meta": out, "final_global": g, "finetune": g["finetune"]}
 
     def _offset_predict(self, split: MeluSplit, center: str, lam_item: float, lam_user: float) -> Predict:
         io = self.item_offset(split, lam_item, center)
@@ -204,9 +223,11 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     ev = Melu(r, seed, plan, net or Net(), tick)
     val = ev.validate()
     meta: SearchResult = val["meta"]
-    chosen = {"meta": {a: {**M.algorithm_params(meta.best_where(algorithm=a), a),
-                           "adapt_mult": _best_mult(meta, val["adapt_mult"], a)} for a in M.META_ALGORITHMS},
-              "global": {**M.DEFAULT_GLOBAL, **val["global"].best}, "finetune": val["finetune"],
+    final = val["final_meta"]
+    chosen = {"meta": chosen_meta(final),
+              "global": {**M.DEFAULT_GLOBAL, **val["final_global"]["params"]}, "finetune": val["finetune"],
+              "val_mae_final_length": {**{M.label(a): f["value"] for a, f in final.items()},
+                                       "fine-tuned": val["final_global"]["value"]},
               "item_offset": val["item_offset"],
               "val_mae_by_loss": {"meta": _by(meta, "algorithm", "loss", "outer_loss"),
                                   "global": _by(val["global"], "loss"),
@@ -225,6 +246,13 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
             "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
 
 
+def chosen_meta(final: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each meta algorithm's tested configuration: its final-length winner's parameters and
+    test-time step multiple; the defaults with 1× steps for an algorithm no trial reached."""
+    return {a: ({**M.algorithm_params(final[a]["params"], a), "adapt_mult": int(final[a]["adapt_mult"])}
+                if a in final else {**M.algorithm_params(None, a), "adapt_mult": 1}) for a in M.META_ALGORITHMS}
+
+
 def _by(search: SearchResult, *keys: str) -> dict[str, Any]:
     """Best validation score per value of ``keys`` (nested in that order), e.g. per algorithm and loss."""
     out: dict[str, Any] = {}
@@ -237,13 +265,6 @@ def _by(search: SearchResult, *keys: str) -> dict[str, Any]:
         last = str(t["params"].get(keys[-1], "mse"))
         d[last] = min(d.get(last, np.inf), float(t["value"]))
     return out
-
-
-def _best_mult(meta: SearchResult, mult_of: dict[int, int], algorithm: str) -> int:
-    """The test-time step multiple validation chose with ``algorithm``'s best trial (1 if none)."""
-    ok = [i for i, t in enumerate(meta.trials)
-          if t["params"].get("algorithm") == algorithm and t["value"] == t["value"]]
-    return mult_of.get(min(ok, key=lambda i: meta.trials[i]["value"]), 1) if ok else 1
 
 
 METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3", "auc", "logloss", "hr@10", "ndcg@10")

@@ -95,3 +95,15 @@ def run_study(space: Space, objective: Objective, n_trials: int,
     best = study.best_trial
     value = float(best.value) if best.value is not None else float("inf")
     return SearchResult(best.params, value, trials, time.monotonic() - t0, done < n_trials)
+
+
+def finalists(result: SearchResult, k: int, per: str | None = None) -> dict[Any, list[dict[str, Any]]]:
+    """The ``k`` best trials' parameters (by validation score, NaN dropped) per value of ``per``
+    (e.g. per algorithm; one group keyed None without ``per``): the candidates re-ranked at the
+    final training length."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for t in sorted((t for t in result.trials if t["value"] == t["value"]), key=lambda t: t["value"]):
+        group = groups.setdefault(t["params"].get(per) if per else None, [])
+        if len(group) < k:
+            group.append(t["params"])
+    return groups
