@@ -84,3 +84,19 @@ def test_tested_configuration_is_each_algorithms_final_length_winner() -> None:
     assert got["maml"]["inner_lr"] == 0.2 and got["maml"]["outer_loss"] == "huber" and got["maml"]["adapt_mult"] == 2
     assert set(got) == {"maml", "fomaml", "metasgd", "reptile"}
     assert got["reptile"]["adapt_mult"] == 1 and got["reptile"]["algorithm"] == "reptile"  # no trial: defaults
+
+
+def test_ft_grid_is_the_old_nested_loops_without_repeated_zero_steps() -> None:
+    """Both protocols' fine-tuning grids enumerate the configurations of their former nested loops,
+    in the same order (ties keep the first), with "no fine-tuning" evaluated once."""
+    from metarec.evaluate import methods as M
+    from metarec.evaluate.search import LOSSES
+
+    old = [{"ft_steps": s, "ft_lr": lr, "ft_adapt": layers, "ft_loss": loss}
+           for loss in LOSSES for layers in M.FT_ADAPT for s in M.FT_STEPS for lr in (M.FT_LRS if s else (0.0,))
+           if s or (loss == LOSSES[0] and layers == M.FT_ADAPT[0])]
+    assert list(M.ft_grid(losses=LOSSES)) == old
+    steps, lrs = (0, 1, 3), (0.03, 0.3)
+    old = [{"ft_steps": s, "ft_lr": lr, "ft_adapt": layers} for layers in M.FT_ADAPT for s in steps
+           for lr in (lrs if s else (0.0,))]
+    assert list(M.ft_grid(steps, lrs)) == [c for k, c in enumerate(old) if c["ft_steps"] or k == 0]

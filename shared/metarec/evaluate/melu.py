@@ -101,16 +101,12 @@ class Melu:
         """The fine-tuning grid on the validation users: (steps, lr, adapted layers, loss) → MAE.
         The fine-tuning loss may differ from the one the model was trained with, as a meta-learner's
         inner loss may differ from its outer loss."""
-        best: tuple[dict[str, Any], float] = ({"ft_steps": 0, "ft_lr": 0.0, "ft_adapt": "out", "ft_loss": None}, np.inf)
-        for loss in LOSSES:
-            for layers in M.FT_ADAPT:
-                for steps in M.FT_STEPS:
-                    for lr in (M.FT_LRS if steps else (0.0,)):
-                        if not steps and (loss != LOSSES[0] or layers != M.FT_ADAPT[0]):
-                            continue  # zero steps: the same predictions whatever the loss and layers
-                        mae = score(self.r, split, split.val, neural(model, steps, lr, layers, loss))["mae"]
-                        if mae < best[1]:
-                            best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers, "ft_loss": loss}, mae)
+        best: tuple[dict[str, Any], float] = ({}, np.inf)
+        for ft in M.ft_grid(losses=LOSSES):
+            mae = score(self.r, split, split.val,
+                        neural(model, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"], ft["ft_loss"]))["mae"]
+            if mae < best[1]:
+                best = (ft, mae)
         return best
 
     # --- stages --------------------------------------------------------------------------

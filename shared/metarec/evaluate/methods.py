@@ -6,6 +6,7 @@ Every budget is counted in steps and trials, not seconds, so a seed reproduces i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,6 +86,19 @@ def train_global(r: Ratings, n_users: int, mode: str, params: dict[str, Any], ne
     model.eval()
     fill_unseen_items(model, seen_items)
     return model
+
+
+def ft_grid(steps: tuple[int, ...] = FT_STEPS, lrs: tuple[float, ...] = FT_LRS,
+            losses: tuple[str | None, ...] = (None,)) -> Iterator[dict[str, Any]]:
+    """The fine-tuning grid's distinct configurations, in search order: no fine-tuning first (the
+    same predictions whatever the layers and loss), then every loss × layers × steps × lr.
+    ``ft_loss`` is set only when a loss is named (None: the model's own)."""
+    yield {"ft_steps": 0, "ft_lr": 0.0, "ft_adapt": FT_ADAPT[0], **({"ft_loss": losses[0]} if losses[0] else {})}
+    for loss in losses:
+        for layers in FT_ADAPT:
+            for n in (k for k in steps if k):
+                for lr in lrs:
+                    yield {"ft_steps": n, "ft_lr": lr, "ft_adapt": layers, **({"ft_loss": loss} if loss else {})}
 
 
 def algorithm_params(best: dict[str, Any] | None, algorithm: str) -> dict[str, Any]:

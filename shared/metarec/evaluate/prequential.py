@@ -148,12 +148,11 @@ class Prequential:
         def global_objective(params: dict[str, Any]) -> float:
             model = self.train_global(val, params, plan.trial_steps, self.seed)
             best: tuple[dict[str, Any], float] = ({}, np.inf)
-            for layers in M.FT_ADAPT:
-                for steps in FT_STEPS:
-                    for lr in (FT_LRS if steps else (0.0,)):
-                        v = -self.val_auc(val, neural_scorer(r, model, steps, lr, layers, ranking=False))
-                        if v < best[1]:
-                            best = ({"ft_steps": steps, "ft_lr": lr, "ft_adapt": layers}, v)
+            for ft in M.ft_grid(FT_STEPS, FT_LRS):
+                v = -self.val_auc(val, neural_scorer(r, model, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"],
+                                                     ranking=False))
+                if v < best[1]:
+                    best = (ft, v)
             ft_of.append(best[0])
             keep("global", best[1], model, best[0])
             return best[1]
