@@ -100,3 +100,29 @@ def test_ft_grid_is_the_old_nested_loops_without_repeated_zero_steps() -> None:
     old = [{"ft_steps": s, "ft_lr": lr, "ft_adapt": layers} for layers in M.FT_ADAPT for s in steps
            for lr in (lrs if s else (0.0,))]
     assert list(M.ft_grid(steps, lrs)) == [c for k, c in enumerate(old) if c["ft_steps"] or k == 0]
+
+
+def test_models_of_the_tested_length_are_trained_once() -> None:
+    """A validation finalist at the run's seed is reused by the test stage (same parameters, steps
+    and seed; the test-time step multiple does not matter); shorter search trials are not kept."""
+    from types import SimpleNamespace
+
+    from metarec.evaluate import methods as M
+    from metarec.evaluate.melu import Melu
+
+    plan = M.Plan(meta_steps=20, trial_steps=10, trials=2, repeats=1)
+    ev = Melu(SimpleNamespace(rating_range=(1.0, 5.0)), 0, plan, None, lambda s: None)  # type: ignore[arg-type]
+    calls: list[int] = []
+
+    def train() -> object:
+        calls.append(1)
+        return object()
+
+    a = ev._keep("meta", {"algorithm": "maml", "inner_lr": 0.1}, 20, 0, train)  # type: ignore[arg-type]
+    b = ev._keep("meta", {"inner_lr": 0.1, "algorithm": "maml", "adapt_mult": 4}, 20, 0, train)  # type: ignore[arg-type]
+    assert a is b and len(calls) == 1
+    assert ev._keep("meta", {"algorithm": "maml", "inner_lr": 0.1}, 20, 1, train) is not a  # type: ignore[arg-type]
+    assert ev._keep("global", {"algorithm": "maml", "inner_lr": 0.1}, 20, 0, train) is not a  # type: ignore[arg-type]
+    ev._keep("meta", {"algorithm": "maml"}, 10, 0, train)  # type: ignore[arg-type]
+    ev._keep("meta", {"algorithm": "maml"}, 10, 0, train)  # type: ignore[arg-type]
+    assert len(calls) == 5  # trial-length models are trained every time

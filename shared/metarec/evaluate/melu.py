@@ -8,6 +8,7 @@ item-mean baseline), *test* (the four states, reported once, for ``repeats`` see
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,9 +78,28 @@ class Melu:
     def __init__(self, r: Ratings, seed: int, plan: M.Plan, net: Net, tick: Tick) -> None:
         self.r, self.seed, self.plan, self.net, self.tick = r, seed, plan, net, tick
         self.lo, self.hi = r.rating_range
+        self._kept: dict[tuple[str, str, int], RecModel] = {}
 
     # --- pieces --------------------------------------------------------------------------
+    def _keep(self, kind: str, params: dict[str, Any], steps: int, seed: int,
+              train: Callable[[], RecModel]) -> RecModel:
+        """Models of the tested length are trained once: a validation finalist at ``self.seed`` is
+        the model the first test seed trains again (the split, parameters, steps and seed decide
+        it; ``adapt_mult`` is a test-time setting)."""
+        if steps != self.plan.meta_steps:
+            return train()
+        key = (kind, json.dumps({k: v for k, v in params.items() if k != "adapt_mult"}, sort_keys=True), seed)
+        if key not in self._kept:
+            self._kept[key] = train()
+        return self._kept[key]
+
     def train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+        return self._keep("meta", params, steps, seed, lambda: self._train_meta(split, params, steps, seed))
+
+    def train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+        return self._keep("global", params, steps, seed, lambda: self._train_global(split, params, steps, seed))
+
+    def _train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         users = np.array(sorted(split.train), np.int64)
         smp = sampler(self.r, split, self.net.buffer, 10, self.plan.user_dropout)
         pre = {**M.DEFAULT_GLOBAL, "loss": params.get("loss", "mse")}
@@ -87,7 +107,7 @@ class Melu:
         return M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
                             None, seed, np.unique(self.r.item[split.train_rows()]), init)
 
-    def train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
+    def _train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         rows = split.train_rows()
         return M.train_global(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, rows,
                               split.user_index[self.r.user], self.r.value, seed, np.unique(self.r.item[rows]))
