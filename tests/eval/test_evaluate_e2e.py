@@ -41,8 +41,16 @@ def test_melu_protocol_end_to_end(sim_log: Path, tmp_path: Path) -> None:
     for r in nu:
         assert set(r) >= {"mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3"}
         assert r["mae"] is None or 0.0 <= r["mae"] <= 1.0
+    from metarec.evaluate.melu import SUPPORT_SIZES
+
+    sizes = [r for r in m["support_rows"] if r["method"] == "MAML"]
+    assert [r["split"] for r in sizes] == [str(k) for k in SUPPORT_SIZES]
+    assert all(len(r["per_seed"]["mae"]) == 2 for r in sizes)  # one value per test seed
+    assert m["support_curve"]["MAML"][str(SUPPORT_SIZES[0])] == sizes[0]["mae"]
+    assert len(m["support_margins"]) == len(SUPPORT_SIZES)
     report = (tmp_path / "report.md").read_text()
     assert "new_users" in report and "**" in report and "margin" in report
+    assert "MAE by support size" in report
     assert (tmp_path / "mae_by_support.png").stat().st_size > 0
 
 

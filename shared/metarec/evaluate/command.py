@@ -43,6 +43,8 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
         plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 3, scale), pretrain=pretrain)
         result = melu.run(r, seed, plan, tick)
         result["margins"] = [report.margin(result["rows"], s, "mae") for s in ("new_users", "warm")]
+        result["support_margins"] = [report.margin(result["support_rows"], str(k), "mae")
+                                     for k in melu.SUPPORT_SIZES]
         pngs = [plots.support_curve(out, result["support_curve"])]
     else:
         plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 1, scale), pretrain=pretrain)
@@ -57,7 +59,7 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     result["seconds"]["total"] = time.monotonic() - t0
     extra = {"seeds": result["seeds"], "chosen": result["chosen"], "margins": result["margins"],
              "seconds": result["seconds"], "plan": plan.__dict__}
-    for key in ("support_curve", "auc_over_time"):
+    for key in ("support_rows", "support_margins", "support_curve", "auc_over_time"):
         if key in result:
             extra[key] = result[key]
     report.write_metrics(out, protocol, r.name, seed, result["rows"], extra)

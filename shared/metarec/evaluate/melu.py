@@ -20,6 +20,7 @@ from metarec.evaluate import methods as M
 from metarec.evaluate.data import Ratings
 from metarec.evaluate.metrics import mean_ndcg, user_errors
 from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net, batch, predict_adapted
+from metarec.evaluate.rows import Result, aggregate, curve
 from metarec.evaluate.search import LOSSES, SearchResult, finalists, global_space, meta_space, run_study, with_loss
 from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
 from metarec.meta import Sampler
@@ -201,9 +202,9 @@ class Melu:
         io = self.item_offset(split, lam_item, center)
         return lambda sup, qry: io.predict(sup, qry, lam_user, self.lo, self.hi)
 
-    def test(self, chosen: dict[str, Any], seed: int) -> tuple[dict[tuple[str, str], dict[str, float]],
-                                                                 dict[str, dict[int, float]]]:
-        """Every method on every state for one seed; plus MAE by support size on new users."""
+    def test(self, chosen: dict[str, Any], seed: int) -> tuple[Result, Result]:
+        """Every method on every state for one seed; plus MAE by support size on new users (keyed
+        ``(str(k), method)``: the same shape, so seeds aggregate and compare the same way)."""
         split = melu_split(self.r, seed)
         mu = float(self.r.value[split.train_rows()].mean())
         preds: dict[str, tuple[str, Predict]] = {
@@ -221,16 +222,18 @@ class Melu:
             self.tick(f"test: {M.label(a)}")
             steps = int(params["inner_steps"]) * int(params.get("adapt_mult", 1))
             preds[M.label(a)] = ("meta", neural(model, steps, model.inner_lr_map()))
-        out: dict[tuple[str, str], dict[str, float]] = {}
-        curve: dict[str, dict[int, float]] = {}
+        out: Result = {}
+        by_size: Result = {}
         nu = split.states["new_users"]
         keep = [j for j in range(len(nu)) if len(nu.support[j]) >= max(SUPPORT_SIZES)]
         sub = Tasks("new_users", nu.users[keep], [nu.support[j] for j in keep], [nu.query[j] for j in keep])
         for name, (kind, predict) in preds.items():
             for state in STATES:
-                out[(state, name)] = {"kind": kind, **score(self.r, split, split.states[state], predict)}  # type: ignore[dict-item]
-            curve[name] = {k: score(self.r, split, sub, predict, k).get("mae", float("nan")) for k in SUPPORT_SIZES}
-        return out, curve
+                out[(state, name)] = {"kind": kind, **score(self.r, split, split.states[state], predict)}
+            for k in SUPPORT_SIZES:
+                mae = score(self.r, split, sub, predict, k).get("mae", np.nan)
+                by_size[(str(k), name)] = {"kind": kind, "mae": mae}
+        return out, by_size
 
 
 def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None) -> dict[str, Any]:
@@ -249,16 +252,16 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
                                   "global": _by(val["global"], "loss"),
                                   "item mean + user offset": val["offset_by_center"]}}
     t_val = time.monotonic() - t0
-    per_seed, curves = [], []
+    per_seed, sizes = [], []
     seeds = [seed + k for k in range(plan.repeats)]
     for s in seeds:
-        res, curve = ev.test(chosen, s)
+        res, by_size = ev.test(chosen, s)
         per_seed.append(res)
-        curves.append(curve)
+        sizes.append(by_size)
+    support_rows = aggregate(sizes)
     return {"rows": aggregate(per_seed), "seeds": seeds, "chosen": chosen,
             "search": {"meta": meta, "global": val["global"], "val_users": val["val_users"]},
-            "support_curve": {m: {k: float(np.nanmean([c[m][k] for c in curves])) for k in SUPPORT_SIZES}
-                              for m in curves[0]},
+            "support_rows": support_rows, "support_curve": curve(support_rows),
             "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
 
 
@@ -281,29 +284,3 @@ def _by(search: SearchResult, *keys: str) -> dict[str, Any]:
         last = str(t["params"].get(keys[-1], "mse"))
         d[last] = min(d.get(last, np.inf), float(t["value"]))
     return out
-
-
-METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3", "auc", "logloss", "hr@10", "ndcg@10")
-
-
-def aggregate(per_seed: list[dict[tuple[str, str], dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Rows ``{split, method, kind, metric: mean, std: {metric: sd}, per_seed: {metric: [...]}}``."""
-    rows = []
-    for key in per_seed[0]:
-        runs = [p[key] for p in per_seed]
-        row: dict[str, Any] = {"split": key[0], "method": key[1], "kind": runs[0]["kind"]}
-        std, each = {}, {}
-        for m in (*METRICS, "n_users", "events"):
-            vals = [float(x[m]) for x in runs if m in x]
-            if not vals:
-                continue
-            if m in ("n_users", "events"):
-                row[m] = int(np.mean(vals))
-                continue
-            finite = [v for v in vals if v == v]
-            row[m] = float(np.mean(finite)) if finite else None
-            std[m] = float(np.std(finite)) if len(finite) > 1 else 0.0
-            each[m] = [v if v == v else None for v in vals]
-        row["std"], row["per_seed"] = std, each
-        rows.append(row)
-    return rows

@@ -21,8 +21,8 @@ from metarec.adapt import Support
 from metarec.evaluate import methods as M
 from metarec.evaluate import online as O
 from metarec.evaluate.data import Ratings
-from metarec.evaluate.melu import aggregate
 from metarec.evaluate.models import ItemOffset, Net, batch, predict_adapted
+from metarec.evaluate.rows import aggregate
 from metarec.evaluate.search import SearchResult, global_space, meta_space, run_study
 from metarec.evaluate.stream import N_NEG, Stream, by_bucket, make_stream, metrics, table_of
 from metarec.model import RecModel

@@ -136,6 +136,38 @@ def table(rows: list[dict[str, Any]], split: str, cols: tuple[str, ...]) -> list
     return lines
 
 
+def verdict(m: dict[str, Any], what: str | None = None) -> str:
+    """One verdict line of a :func:`margin` result."""
+    better = "lower" if m["metric"] in LOWER_IS_BETTER else "higher"
+    against = m.get("against", "best baseline")
+    return (f"- **{what or m['split'] + ' ' + m['metric']}**: best meta `{m['meta']}` vs `{m['baseline']}` "
+            f"({against}): margin {m['margin']:+.4f} ({better} is better; positive = meta better), "
+            f"spread (sd over seeds) {m['spread']:.4f} → **{m['verdict']}**"
+            + ("" if m["verdict"] == "win" else f" (not a win against {against})"))
+
+
+def support_section(rows: list[dict[str, Any]], margins: list[dict[str, Any] | None]) -> list[str]:
+    """MAE by support size: a methods × sizes table (mean ± sd over seeds, best in bold) and the
+    verdict at each size, by the same rule as the states'."""
+    ks = sorted({int(r["split"]) for r in rows}, key=int)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    at = {(r["split"], r["method"]): r for r in rows}
+    best = {k: min((r["mae"] for r in rows if r["split"] == str(k) and r.get("mae") is not None), default=None)
+            for k in ks}
+    lines = ["## MAE by support size (new users with ≥ 20 support events, cut to k)", "",
+             "| method | " + " | ".join(f"k = {k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+    for name in methods:
+        cells = []
+        for k in ks:
+            r = at.get((str(k), name), {})
+            v, sd = r.get("mae"), r.get("std", {}).get("mae")
+            s = _fmt(v) + (f" ± {sd:.4f}" if sd and v is not None else "")
+            cells.append(f"**{s}**" if v is not None and v == best[k] else s)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [""] + [verdict(m, f"k = {m['split']} events") for m in margins if m is not None] + [""]
+    return lines
+
+
 def write_report(out: Path, protocol: str, dataset: str, seed: int, result: dict[str, Any],
                  notes: list[str], plots: list[str]) -> Path:
     rows = result["rows"]
@@ -143,26 +175,12 @@ def write_report(out: Path, protocol: str, dataset: str, seed: int, result: dict
              f"Seeds: {', '.join(map(str, result['seeds']))} (test repeated per seed; ± is the standard "
              f"deviation across seeds). Wall time: {result['seconds']['total']:.0f} s "
              f"(validation {result['seconds']['validation']:.0f} s).", ""]
-    lines += ["## Verdicts", ""]
-    for m in result.get("margins", []):
-        if m is None:
-            continue
-        better = "lower" if m["metric"] in LOWER_IS_BETTER else "higher"
-        against = m.get("against", "best baseline")
-        lines.append(f"- **{m['split']} {m['metric']}**: best meta `{m['meta']}` vs `{m['baseline']}` ({against}): "
-                     f"margin {m['margin']:+.4f} ({better} is better; positive = meta better), "
-                     f"spread (sd over seeds) {m['spread']:.4f} → **{m['verdict']}**"
-                     + ("" if m["verdict"] == "win" else f" (not a win against {against})"))
+    lines += ["## Verdicts", ""] + [verdict(m) for m in result.get("margins", []) if m is not None]
     lines += [""] + [f"- {n}" for n in notes] + [""]
     for split in SPLITS[protocol]:
         lines += [f"## {split}", ""] + table(rows, split, COLUMNS[protocol]) + [""]
-    if "support_curve" in result:
-        ks = sorted({k for c in result["support_curve"].values() for k in c})
-        lines += ["## MAE by support size (new users with ≥ 20 support events)", "",
-                  "| method | " + " | ".join(map(str, ks)) + " |", "|---|" + "---|" * len(ks)]
-        for name, c in result["support_curve"].items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(c.get(k)) for k in ks) + " |")
-        lines.append("")
+    if "support_rows" in result:
+        lines += support_section(result["support_rows"], result.get("support_margins", []))
     lines += ["## Configuration chosen on validation", "", "```json",
               json.dumps(_clean(result["chosen"]), indent=2), "```", ""]
     search = result.get("search", {})
