@@ -48,6 +48,7 @@ def test_melu_protocol_end_to_end(sim_log: Path, tmp_path: Path) -> None:
     assert all(len(r["per_seed"]["mae"]) == 2 for r in sizes)  # one value per test seed
     assert m["support_curve"]["MAML"][str(SUPPORT_SIZES[0])] == sizes[0]["mae"]
     assert len(m["support_margins"]) == len(SUPPORT_SIZES)
+    assert set(m["chosen"]["by_size"]) == {str(k) for k in SUPPORT_SIZES}  # settings re-chosen per size
     report = (tmp_path / "report.md").read_text()
     assert "new_users" in report and "**" in report and "margin" in report
     assert "MAE by support size" in report

@@ -15,62 +15,19 @@ from typing import Any
 
 import numpy as np
 
-from metarec.adapt import Support
 from metarec.evaluate import methods as M
+from metarec.evaluate import sizes
 from metarec.evaluate.data import Ratings
-from metarec.evaluate.metrics import mean_ndcg, user_errors
-from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net, batch, predict_adapted
+from metarec.evaluate.melu_tasks import ADAPT_MULTS, SUPPORT_SIZES, Predict, long_supports, neural, sampler, score
+from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net
 from metarec.evaluate.rows import Result, aggregate, curve
 from metarec.evaluate.search import LOSSES, SearchResult, finalists, global_space, meta_space, run_study, with_loss
-from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
-from metarec.meta import Sampler
+from metarec.evaluate.splits import STATES, MeluSplit, melu_split
 from metarec.model import RecModel
 
-SUPPORT_SIZES = (1, 3, 5, 10, 20)
-# test-time adaptation steps of a meta-learned model, as multiples of its meta-training inner
-# steps, chosen on validation per trial (the counterpart of the fine-tuning grid of `global`)
-ADAPT_MULTS = (1, 2, 4)
 FINALISTS = 2  # trials per meta algorithm (and of `global`) re-ranked at the final training length
 Tick = Callable[[str], None]
-Predict = Callable[[Support, Support], np.ndarray]
-
-
-def sampler(r: Ratings, split: MeluSplit, buffer: int, n_query: int, user_dropout: float) -> Sampler:
-    """MeLU-style episodes: a random ``n_query`` of the user's training rows is the query, a
-    random prefix of the rest (all of it half the time, else a uniform size) the support."""
-    y = r.value
-
-    def sample(users: np.ndarray, rng: np.random.Generator) -> tuple[Support, Support]:
-        sup, qry, idx = [], [], []
-        for u in users:
-            rows = rng.permutation(split.train[int(u)])
-            q = min(n_query, len(rows) // 2)
-            rest = rows[q:]
-            n = len(rest) if rng.random() < 0.5 else int(rng.integers(1, len(rest) + 1))
-            sup.append(rest[:min(n, buffer)])
-            qry.append(rows[:q])
-            idx.append(0 if rng.random() < user_dropout else int(split.user_index[int(u)]))
-        return batch(r, sup, idx, y), batch(r, qry, idx, y, n_query)
-
-    return sample
-
-
-def score(r: Ratings, split: MeluSplit, tasks: Tasks, predict: Predict, k: int | None = None) -> dict[str, float]:
-    """MeLU metrics of ``predict`` on ``tasks`` (support cut to ``k`` events when given)."""
-    if len(tasks) == 0:
-        return {"n_users": 0}
-    sup_rows = [s[:k] for s in tasks.support] if k else tasks.support
-    idx = split.user_index[tasks.users]
-    sup, qry = batch(r, sup_rows, idx, r.value), batch(r, tasks.query, idx, r.value)
-    p = predict(sup, qry)
-    y, m = qry.y.numpy(), qry.mask.numpy()
-    mae, rmse = user_errors(y, p, m)
-    return {"mae": mae, "rmse": rmse, "ndcg@1": mean_ndcg(y, p, m, 1), "ndcg@3": mean_ndcg(y, p, m, 3),
-            "ndcg_lin@3": mean_ndcg(y, p, m, 3, "lin"), "n_users": len(tasks)}
-
-
-def neural(model: RecModel, steps: int, lr: Any, adapt_layers: str | None = None, loss: str | None = None) -> Predict:
-    return lambda sup, qry: predict_adapted(model, sup, qry, steps, lr, adapt_layers, loss=loss)
+__all__ = ["ADAPT_MULTS", "SUPPORT_SIZES", "Melu", "run", "score", "neural", "sampler"]
 
 
 class Melu:
@@ -157,7 +114,7 @@ class Melu:
         glob = run_study(with_loss(global_space), global_objective, plan.trials, t_budget, self.seed, first_global,
                          on_trial=lambda k, v: self.tick(f"search global  trial {k}  val MAE {v:.4f}"))
         # the item-offset baseline's counterpart of the loss choice: mean or median centres
-        offset = {(c, li, lu): score(self.r, split, split.val, self._offset_predict(split, c, li, lu))["mae"]
+        offset = {(c, li, lu): score(self.r, split, split.val, self.offset_predict(split, c, li, lu))["mae"]
                   for c in OFFSET_CENTERS for li in M.LAMBDAS for lu in M.LAMBDAS}
         c, li, lu = min(offset, key=lambda k: offset[k])
         return {"meta": meta, "global": glob, **self.final_length(split, meta, glob),
@@ -198,39 +155,45 @@ class Melu:
         g = min(runs, key=lambda x: x["value"])
         return {"final_meta": out, "final_global": g, "finetune": g["finetune"]}
 
-    def _offset_predict(self, split: MeluSplit, center: str, lam_item: float, lam_user: float) -> Predict:
+    def offset_predict(self, split: MeluSplit, center: str, lam_item: float, lam_user: float) -> Predict:
         io = self.item_offset(split, lam_item, center)
         return lambda sup, qry: io.predict(sup, qry, lam_user, self.lo, self.hi)
 
-    def test(self, chosen: dict[str, Any], seed: int) -> tuple[Result, Result]:
-        """Every method on every state for one seed; plus MAE by support size on new users (keyed
-        ``(str(k), method)``: the same shape, so seeds aggregate and compare the same way)."""
-        split = melu_split(self.r, seed)
+    def predicts(self, split: MeluSplit, chosen: dict[str, Any], seed: int) -> dict[str, tuple[str, Predict]]:
+        """Every method, configured as ``chosen`` says, for the split of ``seed`` (models of the
+        tested length come from the cache after their first training)."""
         mu = float(self.r.value[split.train_rows()].mean())
         preds: dict[str, tuple[str, Predict]] = {
             "mean": ("baseline", lambda sup, qry: np.full(qry.y.shape, mu)),
-            "item mean + user offset": ("baseline", self._offset_predict(split, **chosen["item_offset"])),
+            "item mean + user offset": ("baseline", self.offset_predict(split, **chosen["item_offset"])),
         }
         g = self.train_global(split, chosen["global"], self.plan.meta_steps, seed)
-        self.tick("test: global model")
         ft = chosen["finetune"]
         preds["global"] = ("baseline", neural(g, 0, 0.0))
         preds["fine-tuned"] = ("baseline", neural(g, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"], ft.get("ft_loss")))
         for a in M.META_ALGORITHMS:
             params = chosen["meta"][a]
             model = self.train_meta(split, params, self.plan.meta_steps, seed)
-            self.tick(f"test: {M.label(a)}")
             steps = int(params["inner_steps"]) * int(params.get("adapt_mult", 1))
             preds[M.label(a)] = ("meta", neural(model, steps, model.inner_lr_map()))
+        return preds
+
+    def test(self, chosen: dict[str, Any], seed: int) -> tuple[Result, Result]:
+        """Every method on every state for one seed; plus MAE by support size on new users with
+        settings chosen for that size (``chosen["by_size"]`` when present), keyed ``(str(k), method)``:
+        the same shape as the states, so seeds aggregate and compare the same way."""
+        split = melu_split(self.r, seed)
+        preds = self.predicts(split, chosen, seed)
+        self.tick(f"test: seed {seed}")
         out: Result = {}
-        by_size: Result = {}
-        nu = split.states["new_users"]
-        keep = [j for j in range(len(nu)) if len(nu.support[j]) >= max(SUPPORT_SIZES)]
-        sub = Tasks("new_users", nu.users[keep], [nu.support[j] for j in keep], [nu.query[j] for j in keep])
         for name, (kind, predict) in preds.items():
             for state in STATES:
                 out[(state, name)] = {"kind": kind, **score(self.r, split, split.states[state], predict)}
-            for k in SUPPORT_SIZES:
+        sub = long_supports(split.states["new_users"], max(SUPPORT_SIZES))
+        by_size: Result = {}
+        for k in SUPPORT_SIZES:
+            tuned = {**chosen, **chosen.get("by_size", {}).get(str(k), {})}
+            for name, (kind, predict) in self.predicts(split, tuned, seed).items():
                 mae = score(self.r, split, sub, predict, k).get("mae", np.nan)
                 by_size[(str(k), name)] = {"kind": kind, "mae": mae}
         return out, by_size
@@ -251,14 +214,15 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
               "val_mae_by_loss": {"meta": _by(meta, "algorithm", "loss", "outer_loss"),
                                   "global": _by(val["global"], "loss"),
                                   "item mean + user offset": val["offset_by_center"]}}
+    chosen["by_size"] = sizes.by_size(ev, chosen)
     t_val = time.monotonic() - t0
-    per_seed, sizes = [], []
+    per_seed, by_sizes = [], []
     seeds = [seed + k for k in range(plan.repeats)]
     for s in seeds:
         res, by_size = ev.test(chosen, s)
         per_seed.append(res)
-        sizes.append(by_size)
-    support_rows = aggregate(sizes)
+        by_sizes.append(by_size)
+    support_rows = aggregate(by_sizes)
     return {"rows": aggregate(per_seed), "seeds": seeds, "chosen": chosen,
             "search": {"meta": meta, "global": val["global"], "val_users": val["val_users"]},
             "support_rows": support_rows, "support_curve": curve(support_rows),

@@ -1,0 +1,67 @@
+"""Pieces of the MeLU cold-start protocol: meta-training episodes, a predictor's metrics on a
+state's tasks (supports optionally cut to ``k`` events), predictors from trained models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from metarec.adapt import Support
+from metarec.evaluate.data import Ratings
+from metarec.evaluate.metrics import mean_ndcg, user_errors
+from metarec.evaluate.models import batch, predict_adapted
+from metarec.evaluate.splits import MeluSplit, Tasks
+from metarec.meta import Sampler
+from metarec.model import RecModel
+
+SUPPORT_SIZES = (1, 3, 5, 10, 20)
+# test-time adaptation steps of a meta-learned model, as multiples of its meta-training inner
+# steps, chosen on validation per trial (the counterpart of the fine-tuning grid of `global`)
+ADAPT_MULTS = (1, 2, 4)
+Predict = Callable[[Support, Support], np.ndarray]
+
+
+def sampler(r: Ratings, split: MeluSplit, buffer: int, n_query: int, user_dropout: float) -> Sampler:
+    """MeLU-style episodes: a random ``n_query`` of the user's training rows is the query, a
+    random prefix of the rest (all of it half the time, else a uniform size) the support."""
+    y = r.value
+
+    def sample(users: np.ndarray, rng: np.random.Generator) -> tuple[Support, Support]:
+        sup, qry, idx = [], [], []
+        for u in users:
+            rows = rng.permutation(split.train[int(u)])
+            q = min(n_query, len(rows) // 2)
+            rest = rows[q:]
+            n = len(rest) if rng.random() < 0.5 else int(rng.integers(1, len(rest) + 1))
+            sup.append(rest[:min(n, buffer)])
+            qry.append(rows[:q])
+            idx.append(0 if rng.random() < user_dropout else int(split.user_index[int(u)]))
+        return batch(r, sup, idx, y), batch(r, qry, idx, y, n_query)
+
+    return sample
+
+
+def score(r: Ratings, split: MeluSplit, tasks: Tasks, predict: Predict, k: int | None = None) -> dict[str, float]:
+    """MeLU metrics of ``predict`` on ``tasks`` (support cut to ``k`` events when given)."""
+    if len(tasks) == 0:
+        return {"n_users": 0}
+    sup_rows = [s[:k] for s in tasks.support] if k else tasks.support
+    idx = split.user_index[tasks.users]
+    sup, qry = batch(r, sup_rows, idx, r.value), batch(r, tasks.query, idx, r.value)
+    p = predict(sup, qry)
+    y, m = qry.y.numpy(), qry.mask.numpy()
+    mae, rmse = user_errors(y, p, m)
+    return {"mae": mae, "rmse": rmse, "ndcg@1": mean_ndcg(y, p, m, 1), "ndcg@3": mean_ndcg(y, p, m, 3),
+            "ndcg_lin@3": mean_ndcg(y, p, m, 3, "lin"), "n_users": len(tasks)}
+
+
+def neural(model: RecModel, steps: int, lr: Any, adapt_layers: str | None = None, loss: str | None = None) -> Predict:
+    return lambda sup, qry: predict_adapted(model, sup, qry, steps, lr, adapt_layers, loss=loss)
+
+
+def long_supports(tasks: Tasks, k: int) -> Tasks:
+    """The users of ``tasks`` with at least ``k`` support events (the MAE-by-support subset)."""
+    keep = [j for j in range(len(tasks)) if len(tasks.support[j]) >= k]
+    return Tasks(tasks.name, tasks.users[keep], [tasks.support[j] for j in keep], [tasks.query[j] for j in keep])

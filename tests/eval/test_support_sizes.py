@@ -1,0 +1,57 @@
+"""Settings re-chosen per support size: each is the validation argmin at that size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from metarec.data import write_jsonl
+from metarec.data.simulate import SimConfig, simulate
+
+
+@pytest.fixture(scope="module")
+def ratings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from metarec.evaluate.data import load_ratings
+
+    path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    write_jsonl(simulate(SimConfig(users=80, items=60, mean_events=30, seed=3)), path)
+    return load_ratings(path, "simulated")
+
+
+def test_each_size_gets_the_validation_argmin_of_its_own_grid(ratings) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from metarec.evaluate import methods as M
+    from metarec.evaluate.melu import Melu, chosen_meta, neural, score
+    from metarec.evaluate.melu_tasks import ADAPT_MULTS, SUPPORT_SIZES, long_supports
+    from metarec.evaluate.models import Net
+    from metarec.evaluate.search import LOSSES
+    from metarec.evaluate.sizes import by_size
+    from metarec.evaluate.splits import melu_split
+
+    torch.set_num_threads(1)
+    plan = M.Plan(meta_steps=10, trial_steps=5, trials=2, repeats=1)
+    ev = Melu(ratings, 0, plan, Net(dim=8, hidden=(16, 8), buffer=40), lambda s: None)
+    full_ft = {"ft_steps": 10, "ft_lr": 0.1, "ft_adapt": "layers+out", "ft_loss": "huber"}
+    chosen = {"global": M.DEFAULT_GLOBAL, "finetune": full_ft, "meta": chosen_meta({}),
+              "item_offset": {"center": "mean", "lam_item": 3.0, "lam_user": 3.0}}
+    got = by_size(ev, chosen)
+    assert set(got) == {str(k) for k in SUPPORT_SIZES}
+    split = melu_split(ratings, 0)
+    g = ev.train_global(split, chosen["global"], plan.meta_steps, 0)  # the cached model by_size scored
+    for k in (1, 5):
+        val = long_supports(split.val, k)
+        assert got[str(k)]["val_users"] == len(val) > 0
+        assert all(len(s) >= k for s in val.support)
+
+        def mae(f: dict, k: int = k, val=val) -> float:  # type: ignore[no-untyped-def, type-arg]
+            return float(score(ratings, split, val, neural(g, f["ft_steps"], f["ft_lr"], f["ft_adapt"],
+                                                           f["ft_loss"]), k)["mae"])
+
+        best = mae(got[str(k)]["finetune"])
+        assert best <= min(mae(f) for f in M.ft_grid(losses=LOSSES)) + 1e-12  # the grid's minimum
+        assert best <= mae(full_ft) + 1e-12
+        assert all(m["adapt_mult"] in ADAPT_MULTS for m in got[str(k)]["meta"].values())
+    assert np.isfinite(best)
