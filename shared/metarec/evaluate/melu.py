@@ -22,7 +22,7 @@ from metarec.evaluate.melu_tasks import ADAPT_MULTS, SUPPORT_SIZES, Predict, lon
 from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net
 from metarec.evaluate.rows import Result, aggregate, curve
 from metarec.evaluate.search import LOSSES, SearchResult, finalists, global_space, meta_space, run_study, with_loss
-from metarec.evaluate.splits import STATES, MeluSplit, melu_split
+from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
 from metarec.model import RecModel
 
 FINALISTS = 2  # trials per meta algorithm (and of `global`) re-ranked at the final training length
@@ -75,17 +75,29 @@ class Melu:
         return ItemOffset.fit(self.r.item[rows] + 1, self.r.value[rows].astype(np.float64), len(self.r.items) + 1,
                               lam_item, center)
 
-    def best_finetune(self, split: MeluSplit, model: RecModel) -> tuple[dict[str, Any], float]:
+    def val_mae(self, split: MeluSplit, predict: Predict, tasks: Tasks | None = None, k: int | None = None) -> float:
+        """MAE of ``predict`` on ``tasks`` (the validation users by default), supports cut to ``k``
+        events when given; inf when there are no users."""
+        return float(score(self.r, split, split.val if tasks is None else tasks, predict, k).get("mae", np.inf))
+
+    def best_finetune(self, split: MeluSplit, model: RecModel, tasks: Tasks | None = None,
+                      k: int | None = None) -> tuple[dict[str, Any], float]:
         """The fine-tuning grid on the validation users: (steps, lr, adapted layers, loss) → MAE.
         The fine-tuning loss may differ from the one the model was trained with, as a meta-learner's
-        inner loss may differ from its outer loss."""
+        inner loss may differ from its outer loss. ``tasks``/``k``: as :meth:`val_mae`."""
         best: tuple[dict[str, Any], float] = ({}, np.inf)
         for ft in M.ft_grid(losses=LOSSES):
-            mae = score(self.r, split, split.val,
-                        neural(model, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"], ft["ft_loss"]))["mae"]
+            mae = self.val_mae(split, neural(model, ft["ft_steps"], ft["ft_lr"], ft["ft_adapt"], ft["ft_loss"]),
+                               tasks, k)
             if mae < best[1]:
                 best = (ft, mae)
         return best
+
+    def offset_grid(self, split: MeluSplit, tasks: Tasks | None = None,
+                    k: int | None = None) -> dict[tuple[str, float, float], float]:
+        """Validation MAE of the item-offset baseline per (centre, λ_item, λ_user)."""
+        return {(c, li, lu): self.val_mae(split, self.offset_predict(split, c, li, lu), tasks, k)
+                for c in OFFSET_CENTERS for li in M.LAMBDAS for lu in M.LAMBDAS}
 
     # --- stages --------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
@@ -114,20 +126,20 @@ class Melu:
         glob = run_study(with_loss(global_space), global_objective, plan.trials, t_budget, self.seed, first_global,
                          on_trial=lambda k, v: self.tick(f"search global  trial {k}  val MAE {v:.4f}"))
         # the item-offset baseline's counterpart of the loss choice: mean or median centres
-        offset = {(c, li, lu): score(self.r, split, split.val, self.offset_predict(split, c, li, lu))["mae"]
-                  for c in OFFSET_CENTERS for li in M.LAMBDAS for lu in M.LAMBDAS}
+        offset = self.offset_grid(split)
         c, li, lu = min(offset, key=lambda k: offset[k])
         return {"meta": meta, "global": glob, **self.final_length(split, meta, glob),
                 "item_offset": {"center": c, "lam_item": li, "lam_user": lu},
                 "offset_by_center": {c: min(v for k, v in offset.items() if k[0] == c) for c in OFFSET_CENTERS},
                 "val_users": len(split.val)}
 
-    def adapted_mae(self, split: MeluSplit, model: RecModel, params: dict[str, Any]) -> tuple[int, float]:
-        """(test-time step multiple, validation MAE) of a meta-learned model, the best over ADAPT_MULTS."""
+    def adapted_mae(self, split: MeluSplit, model: RecModel, params: dict[str, Any], tasks: Tasks | None = None,
+                    k: int | None = None) -> tuple[int, float]:
+        """(test-time step multiple, validation MAE) of a meta-learned model, the best over ADAPT_MULTS
+        (``tasks``/``k``: as :meth:`val_mae`)."""
         best = (1, np.inf)
         for mult in ADAPT_MULTS:
-            mae = score(self.r, split, split.val, neural(model, int(params["inner_steps"]) * mult,
-                                                         model.inner_lr_map()))["mae"]
+            mae = self.val_mae(split, neural(model, int(params["inner_steps"]) * mult, model.inner_lr_map()), tasks, k)
             if mae < best[1]:
                 best = (mult, mae)
         return best

@@ -13,12 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from metarec.evaluate import methods as M
-from metarec.evaluate.melu_tasks import ADAPT_MULTS, SUPPORT_SIZES, Predict, long_supports, neural, score
-from metarec.evaluate.models import OFFSET_CENTERS
-from metarec.evaluate.search import LOSSES
+from metarec.evaluate.melu_tasks import SUPPORT_SIZES, long_supports
 from metarec.evaluate.splits import melu_split
 
 if TYPE_CHECKING:
@@ -27,28 +22,21 @@ if TYPE_CHECKING:
 
 def by_size(ev: Melu, chosen: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{str(k): {"finetune", "meta", "item_offset", "val_users"}}``: ``chosen``'s test-time
-    settings re-chosen on validation supports of ``k`` events (overrides for ``Melu.predicts``)."""
+    settings re-chosen on validation supports of ``k`` events (overrides for ``Melu.predicts``),
+    by the same searches the whole state's settings come from."""
     split = melu_split(ev.r, ev.seed)
     steps = ev.plan.meta_steps
     g = ev.train_global(split, chosen["global"], steps, ev.seed)
     models = {a: ev.train_meta(split, p, steps, ev.seed) for a, p in chosen["meta"].items()}
-    offsets: list[dict[str, Any]] = [{"center": c, "lam_item": li, "lam_user": lu}
-               for c in OFFSET_CENTERS for li in M.LAMBDAS for lu in M.LAMBDAS]
     out = {}
     for k in SUPPORT_SIZES:
         val = long_supports(split.val, k)
-
-        def mae(predict: Predict, k: int = k, val: Any = val) -> float:
-            return float(score(ev.r, split, val, predict, k).get("mae", np.inf))
-
-        ft = min(M.ft_grid(losses=LOSSES),
-                 key=lambda f: mae(neural(g, f["ft_steps"], f["ft_lr"], f["ft_adapt"], f["ft_loss"])))
-        meta = {}
-        for a, p in chosen["meta"].items():
-            model, inner = models[a], int(p["inner_steps"])
-            maes = {m: mae(neural(model, inner * m, model.inner_lr_map())) for m in ADAPT_MULTS}
-            meta[a] = {**p, "adapt_mult": min(maes, key=lambda m: maes[m])}
-        offset = min(offsets, key=lambda o: mae(ev.offset_predict(split, **o)))
-        out[str(k)] = {"finetune": ft, "meta": meta, "item_offset": offset, "val_users": len(val)}
+        ft, _ = ev.best_finetune(split, g, val, k)
+        meta = {a: {**p, "adapt_mult": ev.adapted_mae(split, models[a], p, val, k)[0]}
+                for a, p in chosen["meta"].items()}
+        grid = ev.offset_grid(split, val, k)
+        c, li, lu = min(grid, key=lambda key: grid[key])
+        out[str(k)] = {"finetune": ft, "meta": meta, "item_offset": {"center": c, "lam_item": li, "lam_user": lu},
+                       "val_users": len(val)}
         ev.tick(f"support size {k}: test-time settings chosen on {len(val)} validation users")
     return out
