@@ -19,6 +19,9 @@ def support_curve(out: Path, curve: dict[str, dict[int, float]]) -> str:
     ax.set_xlabel("support events")
     ax.set_ylabel("MAE (new users)")
     ax.set_xscale("log")
+    ks = sorted({k for c in curve.values() for k in c})
+    ax.set_xticks(ks, [str(k) for k in ks])  # the sizes themselves, not powers of ten
+    ax.minorticks_off()
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
