@@ -159,9 +159,9 @@ class Melu:
                 self.tick(f"final length: {M.label(a)}  val MAE {mae:.4f}")
             out[a] = min(runs, key=lambda x: x["value"])
         runs = []
-        for params in finalists(glob, FINALISTS).get(None, [{}]):  # {}: the defaults, if no trial finished
-            ft, mae = self.best_finetune(split, self.train_global(split, {**M.DEFAULT_GLOBAL, **params}, steps,
-                                                                  self.seed))
+        for trial in finalists(glob, FINALISTS).get(None, [{}]):  # {}: the defaults, if no trial finished
+            params = {**M.DEFAULT_GLOBAL, **trial}  # the tested model's full parameters
+            ft, mae = self.best_finetune(split, self.train_global(split, params, steps, self.seed))
             runs.append({"params": params, "finetune": ft, "value": mae})
             self.tick(f"final length: global  val MAE {mae:.4f}")
         g = min(runs, key=lambda x: x["value"])
@@ -219,7 +219,7 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     meta: SearchResult = val["meta"]
     final = val["final_meta"]
     chosen = {"meta": chosen_meta(final),
-              "global": {**M.DEFAULT_GLOBAL, **val["final_global"]["params"]}, "finetune": val["finetune"],
+              "global": val["final_global"]["params"], "finetune": val["finetune"],
               "val_mae_final_length": {**{M.label(a): f["value"] for a, f in final.items()},
                                        "fine-tuned": val["final_global"]["value"]},
               "item_offset": val["item_offset"],

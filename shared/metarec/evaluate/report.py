@@ -149,7 +149,7 @@ def verdict(m: dict[str, Any], what: str | None = None) -> str:
 def support_section(rows: list[dict[str, Any]], margins: list[dict[str, Any] | None]) -> list[str]:
     """MAE by support size: a methods × sizes table (mean ± sd over seeds, best in bold) and the
     verdict at each size, by the same rule as the states'."""
-    ks = sorted({int(r["split"]) for r in rows}, key=int)
+    ks = sorted({int(r["split"]) for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
     at = {(r["split"], r["method"]): r for r in rows}
     best = {k: min((r["mae"] for r in rows if r["split"] == str(k) and r.get("mae") is not None), default=None)
