@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from metarec.data.movielens import item_attributes, user_attributes
+from metarec.errors import DataError
 from metarec.evaluate.data import load_ratings
 from metarec.evaluate.splits import melu_split, new_items
 
@@ -56,6 +57,24 @@ def test_csv_without_years_splits_items_by_first_seen_time(tmp_path: Path) -> No
     r = load_ratings(path, "csv")
     assert len(r) == 200 and np.isnan(r.item_year).all()
     assert new_items(r).sum() == 4  # first seen after the 80% quantile
+
+
+def test_parquet_reads_like_the_same_csv(tmp_path: Path) -> None:
+    """``--format parquet`` works with the pinned install (pyarrow) and reads what CSV reads,
+    the column aliases included; a file that is not parquet is one readable DataError."""
+    import pandas as pd
+
+    df = pd.DataFrame({"userId": [f"u{u}" for u in range(6) for _ in range(5)],
+                       "movieId": [f"i{i}" for _ in range(6) for i in range(5)],
+                       "rating": [float((u + i) % 5 + 1) for u in range(6) for i in range(5)],
+                       "timestamp": [1000.0 * i + u for u in range(6) for i in range(5)]})
+    df.to_parquet(tmp_path / "r.parquet")
+    df.to_csv(tmp_path / "r.csv", index=False)
+    a, b = load_ratings(tmp_path / "r.parquet", "parquet"), load_ratings(tmp_path / "r.csv", "csv")
+    assert len(a) == 30 and len(a.users) == 6 and len(a.items) == 5
+    assert np.array_equal(a.value, b.value) and np.array_equal(a.ts, b.ts) and np.array_equal(a.user, b.user)
+    with pytest.raises(DataError, match="cannot read as parquet"):
+        load_ratings(tmp_path / "r.csv", "parquet")
 
 
 @pytest.mark.movielens

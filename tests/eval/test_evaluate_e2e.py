@@ -72,12 +72,16 @@ def test_prequential_protocol_end_to_end(sim_log: Path, tmp_path: Path) -> None:
 
 
 def test_bad_arguments_are_one_line_errors(sim_log: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
     with pytest.raises(ValueError, match="--protocol"):
-        run_evaluation("bogus", sim_log, "simulated", tmp_path, 1.0, 0)
+        run_evaluation("bogus", sim_log, "simulated", out, 1.0, 0)
     with pytest.raises(ValueError, match="--format"):
-        run_evaluation("melu", sim_log, "xml", tmp_path, 1.0, 0)
+        run_evaluation("melu", sim_log, "xml", out, 1.0, 0)
+    with pytest.raises(ValueError, match="--budget-minutes"):
+        run_evaluation("melu", sim_log, "simulated", out, 0.0, 0)
     with pytest.raises(DataError, match="no such file"):
-        run_evaluation("melu", tmp_path / "missing", "ml-1m", tmp_path, 1.0, 0)
+        run_evaluation("melu", tmp_path / "missing", "ml-1m", out, 1.0, 0)
+    assert not out.exists()  # checked before anything is written
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(DataError, match="missing column"):

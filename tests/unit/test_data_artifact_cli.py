@@ -106,6 +106,9 @@ def test_help_lists_the_commands() -> None:
     (("train", "--mode", "sideways"), "--mode must be binary or rating"),
     (("replay", "--events", "/no/such/file"), "no such file"),
     (("worker", "--model-dir", "/no/such/model"), "not a model directory"),
+    (("evaluate", "--protocol", "bogus", "--data", ".", "--format", "csv", "--out", "/tmp/x"), "--protocol must be"),
+    (("evaluate", "--protocol", "melu", "--data", "/no/such/file", "--format", "csv", "--out", "/tmp/x"),
+     "no such file"),
 ])
 def test_bad_input_is_one_readable_line(args: tuple[str, ...], message: str) -> None:
     out = cli(*args)

@@ -16,14 +16,11 @@ import typer
 PROTOCOLS = ("melu", "prequential")
 
 
-def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
-                   repeats: int | None = None, on_progress: Any = None, pretrain: bool = False) -> dict[str, Any]:
-    """Load, evaluate, write ``metrics.json``, ``report.md`` and plots under ``out``; returns the result."""
-    import torch
-
-    from metarec.evaluate import melu, plots, report
-    from metarec.evaluate.data import FORMATS, load_ratings
-    from metarec.evaluate.methods import Plan
+def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) -> None:
+    """One readable error (ValueError; DataError for a missing path) for a bad argument, before
+    anything heavy is imported or read."""
+    from metarec.data.eventlog import DataError
+    from metarec.evaluate.data import FORMATS
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
@@ -31,6 +28,20 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be positive, got {budget_minutes}")
+    if not data.exists():
+        raise DataError(f"{data}: no such file or folder")
+
+
+def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
+                   repeats: int | None = None, on_progress: Any = None, pretrain: bool = False) -> dict[str, Any]:
+    """Load, evaluate, write ``metrics.json``, ``report.md`` and plots under ``out``; returns the result."""
+    check_arguments(protocol, data, fmt, budget_minutes)
+    import torch
+
+    from metarec.evaluate import melu, plots, report
+    from metarec.evaluate.data import load_ratings
+    from metarec.evaluate.methods import Plan
+
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     t0 = time.monotonic()
     r = load_ratings(data, fmt)
@@ -83,6 +94,7 @@ def evaluate(
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    check_arguments(protocol, data, fmt, budget_minutes)
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task(f"{protocol}: loading {data}", total=None)

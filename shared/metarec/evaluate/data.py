@@ -17,7 +17,6 @@ import numpy as np
 from metarec.data.eventlog import DataError, read_jsonl
 from metarec.data.movielens import item_attributes, load, ts_context, user_attributes
 from metarec.events import label
-from metarec.model import hash_context
 
 FORMATS = ("ml-100k", "ml-1m", "csv", "parquet", "simulated")
 CONTEXT_BUCKETS = 4096  # hashed (field=value) ids shared by context and item attributes
@@ -64,6 +63,8 @@ def build(name: str, users: list[str], items: list[str], values: list[float], ts
           item_year: dict[str, int | None], rating_range: tuple[float, float] | None = None,
           threshold: float | None = None) -> Ratings:
     """Flat arrays from parallel lists of (user, item, value, ts) and the attribute maps."""
+    from metarec.model import hash_context  # here, not at the top: the module stays free of torch
+
     if not users:
         raise DataError(f"{name}: no ratings")
     uids, u = np.unique(np.asarray(users, dtype=object).astype(str), return_inverse=True)
