@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from metarec.evaluate.report import margin, support_section
+from metarec.evaluate.report import margin, support_section, verdict
 from metarec.evaluate.rows import aggregate, curve
 
 
@@ -37,3 +37,11 @@ def test_support_verdicts_follow_the_states_rule() -> None:
     assert t is not None and t["verdict"] == "tie"
     lines = "\n".join(support_section(win, [m]))
     assert "k = 3" in lines and "**0.8000 ± 0.0082**" in lines and "→ **win**" in lines
+
+
+def test_one_seed_is_a_tie_that_says_it_has_no_spread() -> None:
+    one = aggregate([_seed(0.70, 0.85)])  # a large margin, but a single seed
+    m = margin(one, "3", "mae")
+    assert m is not None and m["verdict"] == "tie" and math.isnan(m["spread"])
+    line = verdict(m)
+    assert "no spread from one seed" in line and "nan" not in line

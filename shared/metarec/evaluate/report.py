@@ -142,7 +142,9 @@ def verdict(m: dict[str, Any], what: str | None = None) -> str:
     against = m.get("against", "best baseline")
     return (f"- **{what or m['split'] + ' ' + m['metric']}**: best meta `{m['meta']}` vs `{m['baseline']}` "
             f"({against}): margin {m['margin']:+.4f} ({better} is better; positive = meta better), "
-            f"spread (sd over seeds) {m['spread']:.4f} → **{m['verdict']}**"
+            + (f"spread (sd over seeds) {m['spread']:.4f}" if math.isfinite(m["spread"])
+               else "no spread from one seed (a verdict needs --repeats 2 or more)")
+            + f" → **{m['verdict']}**"
             + ("" if m["verdict"] == "win" else f" (not a win against {against})"))
 
 
