@@ -47,6 +47,7 @@ from metarec.adapt import Support, adapt, predict_rows
 from metarec.features import EventTable, pad_support
 from metarec.model import RATING_LOSSES, RecModel, loss_fn
 from metarec.quality import auc, logloss
+from metarec.stopping import EarlyStopping
 
 ALGORITHMS = ("maml", "fomaml", "metasgd", "reptile")
 Sampler = Callable[[np.ndarray, np.random.Generator], tuple[Support, Support]]
@@ -158,11 +159,14 @@ def outer_step(model: RecModel, sup: Support, qry: Support, algorithm: str,
 
 def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg: TrainConfig,
                on_step: Callable[[int, float], None] | None = None,
-               sampler: Sampler | None = None) -> list[float]:
+               sampler: Sampler | None = None, stop: EarlyStopping | None = None) -> list[float]:
     """Meta-train ``model`` in place on the tasks ``users``; returns the outer loss per step.
 
     ``sampler(batch, rng) -> (support, query)`` replaces :func:`episode` (the time-cut split)
-    when given, e.g. the MeLU protocol's random support/query split.
+    when given, e.g. the MeLU protocol's random support/query split. With ``stop``, the model
+    is checked on validation users every ``stop.every`` steps, training ends after
+    ``stop.patience`` checks without improvement (``cfg.steps`` is then only a cap), and the
+    best checked weights are restored at the end.
     """
     mc = model.cfg
     rng = np.random.default_rng(cfg.seed)
@@ -184,8 +188,16 @@ def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg
         history.append(float(loss))
         if on_step:
             on_step(it, float(loss))
-        if time.monotonic() - t0 > cfg.time_budget_s:
+        if stop is not None and stop.due(it + 1) and stop.check(model, it + 1):
             break
+        if time.monotonic() - t0 > cfg.time_budget_s:
+            if stop is not None:
+                stop.stopped_by = "time"
+            break
+    if stop is not None:
+        if history and (not stop.curve or stop.curve[-1][0] != len(history)):
+            stop.check(model, len(history))  # the last weights count too
+        stop.restore(model)
     return history
 
 

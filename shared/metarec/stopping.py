@@ -1,0 +1,79 @@
+"""Early stopping on held-out validation users: training length chosen by the data, not a budget.
+
+Meta-training (:func:`metarec.meta.meta_train`) and the global model's supervised training
+(:func:`metarec.evaluate.models.fit_global`) both call :meth:`EarlyStopping.check` every
+``every`` steps with the step count. It scores the model on validation users
+(``validate(model) -> float``, lower is better, e.g. adapted MAE), keeps a copy of the best
+weights, and says stop once ``patience`` checks in a row failed to improve on the best by more
+than ``min_delta``. :meth:`EarlyStopping.restore` loads the best weights back. The curve, the
+best step and why training stopped (``patience``, ``cap``: the step limit was reached while
+still improving, or ``time``: a time budget cut it short) go into the report, so a cap that
+under-trains is visible instead of silent.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+Validate = Callable[[nn.Module], float]
+
+
+@dataclass
+class EarlyStopping:
+    """Validation checks every ``every`` steps; stop after ``patience`` checks without improvement."""
+
+    validate: Validate  # model -> validation loss (lower is better); called in no_grad, eval mode
+    every: int  # steps between checks (>= 1)
+    patience: int  # checks without an improvement before stopping (>= 1)
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss) per check
+    best_step: int = 0  # step of the best check (0: none yet)
+    best_value: float = math.inf
+    stopped_by: str = "cap"  # "patience" | "cap" | "time"
+    _best_state: dict[str, Any] | None = field(default=None, repr=False)
+    _bad: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.patience < 1:
+            raise ValueError(f"early stopping needs every >= 1 and patience >= 1, got {self.every}, {self.patience}")
+
+    def due(self, step: int) -> bool:
+        """True when ``step`` (1-based steps done) is a check step."""
+        return step % self.every == 0
+
+    def check(self, model: nn.Module, step: int) -> bool:
+        """Score ``model`` after ``step`` steps, remember it if best; True means stop now."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            value = float(self.validate(model))
+        model.train(was_training)
+        self.curve.append((step, value))
+        if value < self.best_value - self.min_delta:
+            self.best_value, self.best_step, self._bad = value, step, 0
+            self._best_state = copy.deepcopy(model.state_dict())
+        else:
+            self._bad += 1
+        if self._bad >= self.patience:
+            if self.stopped_by == "cap":
+                self.stopped_by = "patience"
+            return True
+        return False
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the best checked weights into ``model`` (a no-op before the first check)."""
+        if self._best_state is not None:
+            model.load_state_dict(self._best_state)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready: steps at the best check, why training stopped, the validation curve."""
+        return {"best_step": self.best_step, "best_value": self.best_value, "stopped_by": self.stopped_by,
+                "steps_run": self.curve[-1][0] if self.curve else 0,
+                "curve": [[s, v] for s, v in self.curve]}
