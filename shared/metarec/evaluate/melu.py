@@ -18,12 +18,33 @@ import numpy as np
 from metarec.evaluate import methods as M
 from metarec.evaluate import sizes
 from metarec.evaluate.data import Ratings
-from metarec.evaluate.melu_tasks import ADAPT_MULTS, SUPPORT_SIZES, Predict, long_supports, neural, sampler, score
+from metarec.evaluate.melu_tasks import (
+    ADAPT_MULTS,
+    SUPPORT_SIZES,
+    Predict,
+    long_supports,
+    neural,
+    sampler,
+    score,
+    stopper,
+)
 from metarec.evaluate.models import OFFSET_CENTERS, ItemOffset, Net
 from metarec.evaluate.rows import Result, aggregate, curve
-from metarec.evaluate.search import LOSSES, SearchResult, finalists, global_space, meta_space, run_study, with_loss
+from metarec.evaluate.search import (
+    LOSSES,
+    SearchResult,
+    finalists,
+    first_meta_trials,
+    global_space,
+    meta_space,
+    pretrained,
+    run_study,
+    with_init,
+    with_loss,
+)
 from metarec.evaluate.splits import STATES, MeluSplit, Tasks, melu_split
 from metarec.model import RecModel
+from metarec.stopping import EarlyStopping
 
 FINALISTS = 2  # trials per meta algorithm (and of `global`) re-ranked at the final training length
 Tick = Callable[[str], None]
@@ -34,9 +55,12 @@ class Melu:
     """One MeLU evaluation run over a dataset."""
 
     def __init__(self, r: Ratings, seed: int, plan: M.Plan, net: Net, tick: Tick) -> None:
-        self.r, self.seed, self.plan, self.net, self.tick = r, seed, plan, net, tick
+        self.r, self.seed, self.net, self.tick = r, seed, net, tick
+        self.n_train = len(melu_split(r, seed).train)
+        self.plan = plan.stopped(self.n_train)  # early stopping: step counts become caps
         self.lo, self.hi = r.rating_range
         self._kept: dict[tuple[str, str, int], RecModel] = {}
+        self.training: list[dict[str, Any]] = []  # each early-stopped model: steps run, curve
 
     # --- pieces --------------------------------------------------------------------------
     def _keep(self, kind: str, params: dict[str, Any], steps: int, seed: int,
@@ -57,18 +81,36 @@ class Melu:
     def train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         return self._keep("global", params, steps, seed, lambda: self._train_global(split, params, steps, seed))
 
+    def _stopper(self, split: MeluSplit, steps: int | None, every: int) -> EarlyStopping | None:
+        if self.plan.epochs <= 0:
+            return None
+        seen = np.unique(self.r.item[split.train_rows()])
+        return stopper(self.r, split, seen, every, self.plan.patience, steps)
+
+    def _log(self, kind: str, params: dict[str, Any], seed: int, stop: EarlyStopping | None) -> None:
+        if stop is not None:
+            self.training.append({"kind": kind, "seed": seed, "params": params, **stop.summary()})
+            self.tick(f"{kind} {params.get('algorithm', '')} seed {seed}: best at step {stop.best_step} "
+                      f"of {stop.summary()['steps_run']} ({stop.stopped_by}), val MAE {stop.best_value:.4f}")
+
     def _train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         users = np.array(sorted(split.train), np.int64)
         smp = sampler(self.r, split, self.net.buffer, 10, self.plan.user_dropout)
         pre = {**M.DEFAULT_GLOBAL, "loss": params.get("loss", "mse")}
-        init = self.train_global(split, pre, steps, seed) if self.plan.pretrain else None
-        return M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
-                            None, seed, np.unique(self.r.item[split.train_rows()]), init)
+        init = self.train_global(split, pre, steps, seed) if pretrained(params, self.plan) else None
+        stop = self._stopper(split, int(params["inner_steps"]), self.plan.check_every(len(split.train)))
+        model = M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
+                             None, seed, np.unique(self.r.item[split.train_rows()]), init, stop)
+        self._log("meta", params, seed, stop)
+        return model
 
     def _train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         rows = split.train_rows()
-        return M.train_global(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, rows,
-                              split.user_index[self.r.user], self.r.value, seed, np.unique(self.r.item[rows]))
+        stop = self._stopper(split, None, self.plan.check_every(len(split.train)) * self.plan.global_ratio)
+        model = M.train_global(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, rows,
+                               split.user_index[self.r.user], self.r.value, seed, np.unique(self.r.item[rows]), stop)
+        self._log("global", params, seed, stop)
+        return model
 
     def item_offset(self, split: MeluSplit, lam_item: float, center: str) -> ItemOffset:
         rows = split.train_rows()
@@ -117,9 +159,8 @@ class Melu:
         # and out (the plain configuration), and mse inside, huber outside (adapt with squared error,
         # meta-learn for a robust, MAE-like query loss); for `global`: mse and huber (and the
         # fine-tuning grid chooses its own loss, the counterpart of the inner/outer split)
-        first_meta = [{**M.algorithm_params(None, a), "loss": LOSSES[0], "outer_loss": outer}
-                      for outer in LOSSES for a in M.META_ALGORITHMS]
-        space = with_loss(with_loss(meta_space), name="outer_loss")
+        first_meta = first_meta_trials(plan)
+        space = with_init(with_loss(with_loss(meta_space), name="outer_loss"), plan)
         meta = run_study(space, meta_objective, plan.trials, t_budget, self.seed, first_meta,
                          on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val MAE {v:.4f}"))
         first_global = [{**M.DEFAULT_GLOBAL, "loss": loss} for loss in LOSSES]
@@ -188,6 +229,8 @@ class Melu:
             model = self.train_meta(split, params, self.plan.meta_steps, seed)
             steps = int(params["inner_steps"]) * int(params.get("adapt_mult", 1))
             preds[M.label(a)] = ("meta", neural(model, steps, model.inner_lr_map()))
+            # its own initialization, un-adapted: what adaptation must never be worse than
+            preds[f"{M.label(a)} (no adaptation)"] = ("init", neural(model, 0, 0.0))
         return preds
 
     def test(self, chosen: dict[str, Any], seed: int) -> tuple[Result, Result]:
@@ -238,6 +281,7 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     return {"rows": aggregate(per_seed), "seeds": seeds, "chosen": chosen,
             "search": {"meta": meta, "global": val["global"], "val_users": val["val_users"]},
             "support_rows": support_rows, "support_curve": curve(support_rows),
+            "training": ev.training, "plan": ev.plan,
             "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
 
 

@@ -3,6 +3,7 @@ state's tasks (supports optionally cut to ``k`` events), predictors from trained
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -11,15 +12,17 @@ import numpy as np
 from metarec.adapt import Support
 from metarec.evaluate.data import Ratings
 from metarec.evaluate.metrics import mean_ndcg, user_errors
-from metarec.evaluate.models import batch, predict_adapted
+from metarec.evaluate.models import batch, fill_unseen_items, predict_adapted
 from metarec.evaluate.splits import MeluSplit, Tasks
 from metarec.meta import Sampler
 from metarec.model import RecModel
+from metarec.stopping import EarlyStopping
 
 SUPPORT_SIZES = (1, 3, 5, 10, 20)
 # test-time adaptation steps of a meta-learned model, as multiples of its meta-training inner
-# steps, chosen on validation per trial (the counterpart of the fine-tuning grid of `global`)
-ADAPT_MULTS = (1, 2, 4)
+# steps, chosen on validation per trial (the counterpart of the fine-tuning grid of `global`, which
+# includes 0 steps too): 0 lets a support size where adaptation hurts on validation keep the init
+ADAPT_MULTS = (0, 1, 2, 4)
 Predict = Callable[[Support, Support], np.ndarray]
 
 
@@ -65,3 +68,25 @@ def long_supports(tasks: Tasks, k: int) -> Tasks:
     """The users of ``tasks`` with at least ``k`` support events (the MAE-by-support subset)."""
     keep = [j for j in range(len(tasks)) if len(tasks.support[j]) >= k]
     return Tasks(tasks.name, tasks.users[keep], [tasks.support[j] for j in keep], [tasks.query[j] for j in keep])
+
+
+# the global model's early-stopping probe: its validation MAE after the best of these fine-tunings
+# (steps, lr; all decision layers, huber) — what it is judged by, as a meta-learner by its adapted MAE
+GLOBAL_PROBE = ((3, 0.1), (10, 0.1), (10, 0.3))
+
+
+def stopper(r: Ratings, split: MeluSplit, seen_items: np.ndarray, every: int, patience: int,
+            steps: int | None) -> EarlyStopping:
+    """Early stopping on the validation users: a meta-learned model is scored by its MAE after
+    ``steps`` adaptation steps with its own rates, the global model (``steps=None``) by its best
+    fine-tuned MAE over :data:`GLOBAL_PROBE`. Scored on a copy whose unseen items get the
+    average embedding, as the tested model does (:func:`fill_unseen_items`)."""
+    def validate(model: Any) -> float:
+        m = copy.deepcopy(model)
+        fill_unseen_items(m, seen_items)
+        if steps is not None:
+            return score(r, split, split.val, neural(m, steps, m.inner_lr_map())).get("mae", np.inf)
+        return min(score(r, split, split.val, neural(m, n, lr, "layers+out", "huber")).get("mae", np.inf)
+                   for n, lr in GLOBAL_PROBE)
+
+    return EarlyStopping(validate, every=max(1, every), patience=patience)

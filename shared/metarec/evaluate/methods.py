@@ -6,6 +6,7 @@ Every budget is counted in steps and trials, not seconds, so a seed reproduces i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from metarec.evaluate.data import Ratings
 from metarec.evaluate.models import LABELS, META_ALGORITHMS, Net, fill_unseen_items, fit_global, make_model
 from metarec.meta import Sampler, TrainConfig, meta_train
 from metarec.model import RecModel
+from metarec.stopping import EarlyStopping
 
 # init_loss_weight 1: the un-adapted init's query loss counts as much as the adapted one's (meta.py)
 DEFAULT_META = {"inner_lr": 0.05, "inner_steps": 3, "adapt": "layers+out", "outer_lr": 3e-3, "init_loss_weight": 1.0}
@@ -39,6 +41,25 @@ class Plan:
     meta_batch: int = 32  # users per outer step
     user_dropout: float = 0.5  # share of tasks/rows that use the unknown-user embedding
     pretrain: bool = False  # start meta-training from a supervised global model (same steps as `global`)
+    # melu: training length by early stopping on the validation users (0: fixed step counts).
+    # meta_steps and trial_steps then become caps of `epochs` passes over the training users, a
+    # check every `check_epochs` passes, stop after `patience` checks without improvement; `global`
+    # gets global_ratio x as many minibatch steps with the same checks
+    epochs: float = 0.0
+    check_epochs: float = 1.0
+    patience: int = 6
+
+    def stopped(self, n_train_users: int) -> Plan:
+        """With early stopping: the step caps for ``n_train_users`` training users (a search trial
+        trains as long as a tested model, so the final-length re-rank is free)."""
+        if self.epochs <= 0:
+            return self
+        cap = max(20, int(np.ceil(self.epochs * n_train_users / self.meta_batch)))
+        return dataclasses.replace(self, meta_steps=cap, trial_steps=cap)
+
+    def check_every(self, n_train_users: int) -> int:
+        """Outer steps between early-stopping checks."""
+        return max(1, int(round(self.check_epochs * n_train_users / self.meta_batch)))
 
     @classmethod
     def for_budget(cls, minutes: float, repeats: int, scale: float = 1.0) -> Plan:
@@ -49,6 +70,11 @@ class Plan:
         return cls(meta_steps=max(20, int(30 * unit)), trial_steps=max(10, int(15 * unit)),
                    trials=max(2, int(0.5 * unit)), repeats=repeats)
 
+    def early_stopped(self, epochs: float = 40.0, min_trials: int = 4) -> Plan:
+        """The melu plan: lengths by early stopping (at most ``epochs`` passes over the training
+        users), and at least ``min_trials`` trials per family, so every algorithm gets one."""
+        return dataclasses.replace(self, epochs=epochs, trials=max(self.trials, min_trials))
+
 
 def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, seed: int) -> RecModel:
     return make_model(r, n_users, mode, params["adapt"], int(params["inner_steps"]), float(params["inner_lr"]),
@@ -57,7 +83,8 @@ def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
 
 def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
                users: np.ndarray, sampler: Sampler | None, table: Any, seed: int,
-               seen_items: np.ndarray, init_from: RecModel | None = None) -> RecModel:
+               seen_items: np.ndarray, init_from: RecModel | None = None,
+               stop: EarlyStopping | None = None) -> RecModel:
     """A meta-learned model (``params["algorithm"]``) trained for ``steps`` outer steps,
     from a fresh initialization or from ``init_from``'s weights (a pretrained global model);
     ``params["loss"]`` (default "mse") is its inner rating loss (and what it adapts with when
@@ -69,7 +96,7 @@ def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
                       steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed,
                       init_loss_weight=float(params.get("init_loss_weight", 0.0)),
                       outer_loss=params.get("outer_loss") if mode == "rating" else None)
-    meta_train(model, table, users, cfg, sampler=sampler)
+    meta_train(model, table, users, cfg, sampler=sampler, stop=stop)
     model.eval()
     fill_unseen_items(model, seen_items)
     return model
@@ -77,12 +104,12 @@ def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
 
 def train_global(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, plan: Plan, steps: int,
                  rows: np.ndarray, user_idx: np.ndarray, y: np.ndarray, seed: int,
-                 seen_items: np.ndarray) -> RecModel:
+                 seen_items: np.ndarray, stop: EarlyStopping | None = None) -> RecModel:
     """The global (non-meta) model, same architecture, trained on the same rows (with the rating
     loss ``params["loss"]``, "mse" if absent; fine-tuning adapts with the same loss)."""
     model = make_model(r, n_users, mode, "layers+out", 0, 0.0, net, seed, rating_loss=params.get("loss", "mse"))
     fit_global(model, r, rows, user_idx, y, steps * plan.global_ratio, float(params["lr"]),
-               float(params["weight_decay"]), plan.user_dropout, seed)
+               float(params["weight_decay"]), plan.user_dropout, seed, stop=stop)
     model.eval()
     fill_unseen_items(model, seen_items)
     return model

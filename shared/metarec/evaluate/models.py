@@ -18,6 +18,7 @@ import torch
 from metarec.adapt import Support, adapt, predict_rows
 from metarec.evaluate.data import CONTEXT_BUCKETS, ITEM_ATTRS, MAX_CONTEXT, Ratings
 from metarec.model import ModelConfig, RecModel, loss_fn
+from metarec.stopping import EarlyStopping
 
 # which parameters adapt per user (``ModelConfig.adapt`` prefixes), by search-space name
 ADAPT = {"out": ("out",), "last+out": ("layers.1", "out"), "layers+out": ("layers", "out")}
@@ -73,8 +74,12 @@ def batch(r: Ratings, rows: Sequence[np.ndarray], user_idx: Sequence[int], y: np
 
 
 def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarray, y: np.ndarray, steps: int,
-               lr: float, weight_decay: float, user_dropout: float, seed: int, batch_size: int = 512) -> None:
+               lr: float, weight_decay: float, user_dropout: float, seed: int, batch_size: int = 512,
+               stop: EarlyStopping | None = None) -> None:
     """Plain supervised training of ``model`` on rows ``rows`` (the non-meta global model).
+
+    With ``stop``, ``steps`` is a cap: the model is checked on validation users every
+    ``stop.every`` minibatches and the best checked weights are kept (as meta-training does).
 
     ``user_idx (N,)`` is each row's model user index; with probability ``user_dropout`` a row
     uses the unknown user (index 0), which new users get at test time — the same device the
@@ -83,7 +88,7 @@ def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarr
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         pick = rng.integers(0, len(rows), size=min(batch_size, len(rows)))
         x = rows[pick]
         u = np.where(rng.random(len(x)) < user_dropout, 0, user_idx[x])
@@ -93,6 +98,12 @@ def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarr
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if stop is not None and stop.due(step) and stop.check(model, step):
+            break
+    if stop is not None:
+        if steps and (not stop.curve or stop.curve[-1][0] != step):
+            stop.check(model, step)
+        stop.restore(model)
 
 
 def fill_unseen_items(model: RecModel, seen: np.ndarray) -> None:

@@ -183,6 +183,8 @@ def write_report(out: Path, protocol: str, dataset: str, seed: int, result: dict
         lines += [f"## {split}", ""] + table(rows, split, COLUMNS[protocol]) + [""]
     if "support_rows" in result:
         lines += support_section(result["support_rows"], result.get("support_margins", []))
+    if result.get("training"):
+        lines += training_section(result["training"])
     lines += ["## Configuration chosen on validation", "", "```json",
               json.dumps(_clean(result["chosen"]), indent=2), "```", ""]
     search = result.get("search", {})
@@ -195,3 +197,22 @@ def write_report(out: Path, protocol: str, dataset: str, seed: int, result: dict
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def training_section(training: list[dict[str, Any]]) -> list[str]:
+    """How long each early-stopped model trained: steps run, the best check, why it stopped
+    (``cap`` means the step cap was hit while validation still improved: raise ``epochs``)."""
+    lines = ["## Training length (early stopping on validation users)", "",
+             "| model | seed | steps run | best step | stopped by | best val MAE | val MAE at checks |",
+             "|---|---|---|---|---|---|---|"]
+    for t in training:
+        name = t["params"].get("algorithm", t["kind"]) if t["kind"] == "meta" else "global"
+        losses = "/".join(str(x) for x in (t["params"].get("loss", "mse"), t["params"].get("outer_loss")) if x)
+        start = ", from global" if t["params"].get("init") == "global" else ""
+        label = f"{name} ({losses}{start})"
+        pts = t["curve"]
+        shown = pts if len(pts) <= 8 else pts[:: max(1, len(pts) // 8)]
+        curve = " ".join(f"{s}:{v:.3f}" for s, v in shown)
+        lines.append(f"| {label} | {t['seed']} | {t['steps_run']} | {t['best_step']} | {t['stopped_by']} "
+                     f"| {t['best_value']:.4f} | {curve} |")
+    return lines + [""]

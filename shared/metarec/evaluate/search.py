@@ -23,6 +23,7 @@ INIT_LOSS_WEIGHTS = (0.0, 0.3, 1.0, 3.0)  # TrainConfig.init_loss_weight choices
 # check, docs/evaluation.md); mse first: the enqueued defaults keep today's configuration
 LOSSES = ("mse", "huber")
 Space = Callable[[optuna.Trial], dict[str, Any]]
+INITS = ("global", "scratch")  # where a meta trial starts (with_init)
 
 
 @dataclass
@@ -68,6 +69,41 @@ def with_loss(space: Space, losses: tuple[str, ...] = LOSSES, name: str = "loss"
         return {**space(trial), name: trial.suggest_categorical(name, list(losses))}
 
     return spaced
+
+
+def with_init(space: Space, plan: Any) -> Space:
+    """``space`` plus where meta-training starts, ``init``: ``scratch`` (a fresh network) or
+    ``global`` (the supervised global model's weights, meta-tuned from there). Only with early
+    stopping (``plan.epochs > 0``); else ``plan.pretrain`` decides for every trial."""
+    if plan.epochs <= 0:
+        return space
+
+    def spaced(trial: optuna.Trial) -> dict[str, Any]:
+        return {**space(trial), "init": trial.suggest_categorical("init", list(INITS))}
+
+    return spaced
+
+
+def pretrained(params: dict[str, Any], plan: Any) -> bool:
+    """Does this meta trial start from the global model (its ``init``, else the plan's flag)?"""
+    return str(params.get("init", "global" if plan.pretrain else "scratch")) == "global"
+
+
+def first_meta_trials(plan: Any) -> list[dict[str, Any]]:
+    """The meta trials enqueued before TPE, so a small budget still covers every algorithm.
+
+    With early stopping (the melu default): every algorithm meta-tuned from the global model with
+    MSE inside and huber outside (the ML-1M validation users preferred a huber outer loss and the
+    global start: docs/evaluation.md), Meta-SGD with 5 inner steps; then the same from scratch.
+    Without: today's order, mse inside and out first, then a huber outer loss."""
+    from metarec.evaluate.methods import algorithm_params
+
+    if plan.epochs <= 0:
+        return [{**algorithm_params(None, a), "loss": LOSSES[0], "outer_loss": outer}
+                for outer in LOSSES for a in META_ALGORITHMS]
+    order = ("metasgd", "maml", "fomaml", "reptile")
+    return [{**algorithm_params(None, a), **({"inner_steps": 5} if a == "metasgd" else {}), "loss": "mse",
+             "outer_loss": "huber", "init": init} for init in INITS for a in order]
 
 
 def run_study(space: Space, objective: Objective, n_trials: int,
