@@ -32,6 +32,31 @@ def _progress() -> Progress:
                     console=err, transient=False)
 
 
+def _train_from_config(config: Path, events: Path, fmt: str, out_dir: Path) -> None:
+    """`metarec train --config best.json`: the evaluation's chosen model, trained and saved."""
+    from metarec.evaluate.best import read_config
+    from metarec.evaluate.command import check_arguments
+
+    cfg = read_config(config)
+    fmt = cfg.get("format", fmt) if fmt == "auto" else fmt
+    check_arguments("melu", events, fmt, 1.0)
+    import torch
+
+    from metarec.evaluate.best import train_from_config
+    from metarec.train import save_evaluated
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))  # as `metarec evaluate` runs
+    with _progress() as prog:
+        task = prog.add_task(f"training {cfg['method']} as chosen in {config}", total=None)
+        model, vocab, figures = train_from_config(cfg, events, fmt,
+                                                  lambda msg: prog.update(task, description=msg))
+    d = save_evaluated(model, vocab, out_dir, cfg, figures, str(events))
+    ref = figures["evaluated_new_users_mae"]
+    out.print(f"model {d.name} written to {d} ({cfg['method']}; validation MAE {figures['val_mae_init']:.4f} "
+              f"un-adapted, {figures['val_mae_adapted']:.4f} adapted; new users MAE {figures['new_users_mae']:.4f}"
+              + (f", the evaluation measured {ref:.4f})" if ref is not None else ")"))
+
+
 @app.command()
 def simulate(
     out_path: Annotated[Path, typer.Option("--out", help="Event log to write (.jsonl or .jsonl.gz).")] = Path(
@@ -68,6 +93,10 @@ def train(
         min=0.0, help="Weight of the un-adapted initialization's query loss in the outer objective (0: plain MAML).",
     )] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    config: Annotated[Path | None, typer.Option(
+        help="best.json from `metarec evaluate --protocol melu`: train exactly the model it chose, on the "
+             "same data (--events, --format ml-100k|ml-1m|csv|parquet); the other training options are ignored.",
+    )] = None,
 ) -> None:
     """Meta-train the initialization on an event log and write a versioned model directory."""
     import torch
@@ -76,6 +105,9 @@ def train(
     from metarec.meta import TrainConfig
     from metarec.train import train as run
 
+    if config is not None:
+        _train_from_config(config, events, fmt, out_dir)
+        return
     if mode not in ("binary", "rating"):
         raise UserError(f"--mode must be binary or rating, got {mode!r}")
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 4)))

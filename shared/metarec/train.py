@@ -70,3 +70,20 @@ def train(events: Sequence[Event], out: Path, model_kw: dict[str, Any], tcfg: Tr
         "validation": report,
     }
     return artifact.save(model, vocab, out, manifest)
+
+
+def save_evaluated(model: RecModel, vocab: Vocab, out: Path, config: dict[str, Any], figures: dict[str, Any],
+                   source: str) -> Path:
+    """Save a model trained from an evaluation's ``best.json``: the manifest records the algorithm,
+    the configuration and the validation figures before and after adaptation."""
+    manifest = {
+        "metarec_version": __version__,
+        "torch_version": torch.__version__,
+        "data": {"source": source, "dataset": config["dataset"], "users": len(vocab.users),
+                 "items": len(vocab.items)},
+        "train": {"algorithm": config["algorithm"], "from_config": config, "protocol": "melu",
+                  "early_stopping": figures.get("early_stopping")},
+        "validation": {k: figures[k] for k in ("val_mae_init", "val_mae_adapted", "new_users_mae",
+                                               "evaluated_new_users_mae", "adapt_steps")},
+    }
+    return artifact.save(model, vocab, out, manifest)

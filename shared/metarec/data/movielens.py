@@ -65,6 +65,7 @@ def load(path: Path, fmt: str) -> list[Event]:
     file = path / _FILES[fmt] if path.is_dir() else path
     if not file.exists():
         raise DataError(f"{file}: no such file")
+    profiles = profile_context(file.parent, fmt)
     events = []
     for n, (u, i, r, t) in enumerate(_rows(file, fmt), 1):
         try:
@@ -72,8 +73,17 @@ def load(path: Path, fmt: str) -> list[Event]:
         except ValueError:
             raise DataError(f"{file}:{n}: rating {r!r} or timestamp {t!r} is not a number") from None
         events.append(Event(event_id=f"ml-{n}", user_id=u, item_id=i, kind="rate", value=rating,
-                            ts=ts, context=ts_context(ts)))
+                            ts=ts, context={**ts_context(ts), **profiles.get(u, {})}))
     return events
+
+
+def profile_context(folder: Path, fmt: str) -> dict[str, dict[str, str]]:
+    """Each user's profile as context fields (``u.gender``, ``u.age``, ``u.occupation``, ``u.zip``)
+    when the folder has the users file, else none: the user attributes travel on the events, the
+    same fields the evaluation's models are trained with (:mod:`metarec.evaluate.data`)."""
+    if fmt not in ("ml-100k", "ml-1m") or not (folder / ("u.user" if fmt == "ml-100k" else "users.dat")).exists():
+        return {}
+    return {u: {f"u.{k}": v for k, v in attrs.items()} for u, attrs in user_attributes(folder, fmt).items()}
 
 
 # --- attributes (users: gender, age, occupation, zip; items: release year, genres) -----------

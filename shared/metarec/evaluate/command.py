@@ -7,6 +7,7 @@ raise :class:`~metarec.data.eventlog.DataError` or :class:`ValueError` (one read
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -34,7 +35,8 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) 
 
 def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
                    repeats: int | None = None, on_progress: Any = None, pretrain: bool = False) -> dict[str, Any]:
-    """Load, evaluate, write ``metrics.json``, ``report.md`` and plots under ``out``; returns the result."""
+    """Load, evaluate, write ``metrics.json``, ``report.md``, plots (and on melu ``best.json``) under ``out``;
+    returns the result."""
     check_arguments(protocol, data, fmt, budget_minutes)
     import torch
 
@@ -51,7 +53,8 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     notes = [f"data: {data} ({fmt}), {len(r)} ratings, {len(r.users)} users, {len(r.items)} items",
              f"budget: {budget_minutes} min → step and trial counts (reproducible for a seed)"]
     if protocol == "melu":
-        plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 3, scale), pretrain=pretrain)
+        plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 3, scale),
+                                   pretrain=pretrain).early_stopped()
         result = melu.run(r, seed, plan, tick)
         result["margins"] = [report.margin(result["rows"], s, "mae") for s in ("new_users", "warm")]
         result["support_margins"] = [report.margin(result["support_rows"], str(k), "mae")
@@ -65,15 +68,21 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
         result["margins"] = report.prequential_margins(result["rows"])
         pngs = [plots.auc_over_time(out, result["auc_over_time"]),
                 plots.auc_by_history(out, result["rows"], tuple(report.SPLITS["prequential"][1:]))]
-    notes.append(f"plan: {plan}")
+    notes.append(f"plan: {result.get('plan', plan)}")
     notes += result.get("notes", [])
     result["seconds"]["total"] = time.monotonic() - t0
     extra = {"seeds": result["seeds"], "chosen": result["chosen"], "margins": result["margins"],
              "seconds": result["seconds"], "plan": plan.__dict__}
-    for key in ("support_rows", "support_margins", "support_curve", "auc_over_time"):
+    if "plan" in result:  # melu: the plan with the early-stopping caps for this data
+        extra["plan"] = result["plan"].__dict__
+    for key in ("support_rows", "support_margins", "support_curve", "auc_over_time", "training"):
         if key in result:
             extra[key] = result[key]
-    report.write_metrics(out, protocol, r.name, seed, result["rows"], extra)
+    metrics_path = report.write_metrics(out, protocol, r.name, seed, result["rows"], extra)
+    if protocol == "melu":  # the chosen configuration, for `metarec train --config`
+        from metarec.evaluate.best import write_best
+
+        write_best(out, json.loads(metrics_path.read_text()), str(data), fmt)
     report.write_report(out, protocol, r.name, seed, result, notes, pngs)
     return result
 
@@ -100,5 +109,6 @@ def evaluate(
         task = prog.add_task(f"{protocol}: loading {data}", total=None)
         result = run_evaluation(protocol, data, fmt, out, budget_minutes, seed, repeats, pretrain=pretrain,
                                 on_progress=lambda msg: prog.update(task, description=f"{protocol}: {msg}"))
-    Console().print(f"wrote {out / 'metrics.json'} and {out / 'report.md'} "
+    best = " and best.json" if protocol == "melu" else ""
+    Console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}{best} "
                     f"({result['seconds']['total']:.0f} s)")

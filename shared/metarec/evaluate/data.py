@@ -79,6 +79,7 @@ def build(name: str, users: list[str], items: list[str], values: list[float], ts
         key = (int(u[k]), hour_day[0] % 4, (hour_day[1] + 3) % 7)  # 1970-01-01 was a Thursday
         if key not in cache:
             fields = {**ts_context(float(t[k])), **{f"u.{a}": b for a, b in user_ctx.get(uids[u[k]], {}).items()}}
+            # the same fields as a live event's context (metarec.data.movielens.profile_context)
             cache[key] = hash_context(fields, CONTEXT_BUCKETS, MAX_CONTEXT)
         ctx[row] = cache[key]
     lo, hi = rating_range or (float(v.min()), float(v.max()))

@@ -1,0 +1,96 @@
+"""The product serves what the evaluation measured: ``best.json`` → ``metarec train --config`` →
+the same model and figures; the worker's featurization and adaptation equal the evaluation's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from metarec import artifact
+from metarec.data import write_jsonl
+from metarec.data.eventlog import DataError
+from metarec.data.simulate import SimConfig, simulate
+from metarec.evaluate.best import read_config, train_from_config
+from metarec.evaluate.command import run_evaluation
+from metarec.train import save_evaluated
+
+ML100K = Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("best")
+    log = root / "sim.jsonl"
+    write_jsonl(simulate(SimConfig(users=80, items=60, mean_events=30, seed=5)), log)
+    run_evaluation("melu", log, "simulated", root / "run", budget_minutes=0.1, seed=2, repeats=1)
+    return log, root / "run"
+
+
+def test_evaluation_writes_the_configuration_chosen_on_validation(evaluated: tuple[Path, Path]) -> None:
+    _, run = evaluated
+    cfg = read_config(run / "best.json")
+    metrics = json.loads((run / "metrics.json").read_text())
+    val = metrics["chosen"]["val_mae_final_length"]
+    metas = {k: v for k, v in val.items() if k != "fine-tuned"}
+    assert cfg["method"] == min(metas, key=lambda k: metas[k])  # by validation, not by a test figure
+    assert cfg["params"] == metrics["chosen"]["meta"][cfg["algorithm"]]
+    assert cfg["plan"]["epochs"] > 0 and cfg["plan"]["meta_steps"] == metrics["plan"]["meta_steps"]
+    assert metrics["training"], "early-stopped models are reported"
+    assert all(t["stopped_by"] in ("patience", "cap", "time") for t in metrics["training"])
+    assert "Training length" in (run / "report.md").read_text()
+
+
+def test_train_from_config_reproduces_the_evaluation(evaluated: tuple[Path, Path], tmp_path: Path) -> None:
+    log, run = evaluated
+    torch.set_num_threads(1)
+    cfg = read_config(run / "best.json")
+    model, vocab, fig = train_from_config(cfg, log, "simulated")
+    assert fig["evaluated_new_users_mae"] is not None
+    assert abs(fig["new_users_mae"] - fig["evaluated_new_users_mae"]) < 0.005
+    assert model.cfg.inner_steps == int(cfg["params"]["inner_steps"]) * int(cfg["params"]["adapt_mult"])
+    d = save_evaluated(model, vocab, tmp_path, cfg, fig, str(log))
+    bundle = artifact.load(tmp_path)
+    assert bundle.path == d.resolve()
+    m = bundle.manifest
+    assert m["train"]["algorithm"] == cfg["algorithm"]
+    assert {"val_mae_init", "val_mae_adapted", "new_users_mae"} <= set(m["validation"])
+    for k, v in model.state_dict().items():  # the served weights are the evaluated ones
+        torch.testing.assert_close(bundle.model.state_dict()[k], v)
+
+
+def test_a_bad_config_is_one_readable_error(tmp_path: Path) -> None:
+    bad = tmp_path / "best.json"
+    bad.write_text("{\"protocol\": \"prequential\"}")
+    with pytest.raises(DataError, match="not a best.json"):
+        read_config(bad)
+    with pytest.raises(DataError, match="no such file"):
+        read_config(tmp_path / "missing.json")
+
+
+@pytest.mark.skipif(not ML100K.exists(), reason="needs ../shared/data/ml-100k (MovieLens is not redistributed)")
+def test_live_events_carry_the_features_the_evaluation_trains_on() -> None:
+    """A replayed MovieLens event's context hashes to the same feature ids as the evaluation's row."""
+    from metarec.data import load_events
+    from metarec.evaluate.data import load_ratings
+    from metarec.evaluate.models import Net, make_model
+    from metarec.features import context_ids
+
+    r = load_ratings(ML100K, "ml-100k")
+    model = make_model(r, 3, "rating", "layers+out", 1, 0.1, Net(), 0)
+    events = load_events(ML100K, "ml-100k")
+    by_key = {(r.users[u], r.items[i], float(t)): tuple(c) for u, i, t, c in
+              zip(r.user[:5000], r.item[:5000], r.ts[:5000], r.ctx[:5000])}
+    checked = 0
+    for e in events[:5000]:
+        key = (e.user_id, e.item_id, e.ts)
+        if key in by_key:
+            assert context_ids(e.context, model.cfg) == by_key[key], e
+            checked += 1
+    assert checked > 1000
+    assert any(k.startswith("u.") for k in events[0].context)
+    assert np.all(model.item_attr[1:].numpy() == r.item_attr)
