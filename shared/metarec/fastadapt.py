@@ -1,16 +1,20 @@
 """Batched adaptation with hand-written gradients: the serving path.
 
 ``vmap(grad(functional_call(...)))`` re-embeds the support set every step and runs autograd's
-generic machinery per op. For the plain MLP of :class:`~metarec.model.RecModel` the inner loop
-is just batched matmuls, so :func:`adapt_explicit` (1) embeds the support set once,
-``X (B, S, 3D)``, and (2) runs the forward and the backward of the MLP by hand with ``bmm``.
-It returns exactly what :func:`metarec.adapt.adapt` returns (``{name: (B, *shape)}``) and
-falls back to it when the model is not the plain MLP (adapted embeddings, second-order
-meta-training, a model with extra feature paths).
+generic machinery per op. When only decision/output layer weights adapt (every configuration
+`metarec train` and the evaluation use), the inner loop is just batched matmuls, so
+:func:`adapt_explicit` (1) embeds the support set once with :meth:`RecModel.embed` (item
+attributes included) and (2) runs the model's own forward, :meth:`RecModel.mlp` and
+:meth:`RecModel.with_bias` with per-user weights, and the backward of the MLP by hand. The
+bias terms and the embeddings are global during adaptation: they shape the logit, so the
+gradient, but get no update. Meta-SGD's per-parameter rates are a ``Mapping`` ``lr``.
 
-Meta-training keeps :func:`metarec.adapt.adapt` (it needs the meta-gradient); serving uses this
-(:class:`metarec.recommend.Recommender`), and ``tests/unit/test_fastpaths.py`` holds it equal to
-the ``vmap`` path and the per-user loop. ``bench/`` races the two.
+It returns exactly what :func:`metarec.adapt.adapt` returns (``{name: (B, *shape)}``) and falls
+back to it when an embedding or bias parameter is adapted (:func:`fast_path_ok` is False) or
+autograd is on (meta-training needs the meta-gradient). Serving uses it
+(:class:`metarec.recommend.Recommender`); ``tests/unit/test_one_forward.py`` holds it equal to
+the ``vmap`` path for every configuration, ``tests/unit/test_fastpaths.py`` to the per-user loop.
+``bench/`` races the two.
 """
 
 from __future__ import annotations
@@ -24,82 +28,66 @@ from metarec.adapt import Fast, Support, adapt
 from metarec.model import HUBER_DELTA, RecModel
 
 
-def _plain(model: RecModel, names: list[str]) -> bool:
-    """True when every adapted parameter is a weight or bias of ``layers.*`` or ``out``, and the
-    model's forward is the plain embeddings → MLP of RecModel (no extra modules)."""
-    allowed = {f"layers.{i}.{w}" for i in range(len(model.layers)) for w in ("weight", "bias")}
-    allowed |= {"out.weight", "out.bias"}
-    modules = {n for n, _ in model.named_children()}
-    return set(names) <= allowed and modules == {"user_emb", "item_emb", "ctx_emb", "layers", "out"}
+def fast_path_ok(model: RecModel) -> bool:
+    """True when every parameter ``cfg.adapt`` names is a weight or bias of ``layers.*`` or ``out``,
+    whatever ``cfg.bias``, ``cfg.item_attrs`` and ``cfg.meta_sgd`` are."""
+    return set(model.adapted_names()) <= model.mlp_weights().keys()
 
 
 def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Mapping[str, Tensor]) -> Fast:
     """Every user of ``support`` adapted with explicit batched matmuls (no autograd).
 
-    Same contract as :func:`metarec.adapt.adapt` under ``torch.no_grad()`` (serving).
+    Same contract as :func:`metarec.adapt.adapt` under ``torch.no_grad()`` (serving): ``lr`` is
+    a scalar or, for Meta-SGD, ``{name: (*param.shape)}``; returns ``{name: (B, *param.shape)}``.
     """
     init = model.fast_init()
     names = list(init)
-    if steps == 0 or not _plain(model, names) or torch.is_grad_enabled():
+    if steps == 0 or not fast_path_ok(model) or torch.is_grad_enabled():
         with torch.no_grad():
             return adapt(model, support, steps, lr)
     cfg = model.cfg
     b, s = support.items.shape
-    params = dict(model.named_parameters())
     n_layers = len(model.layers)
-    # X (B, S, 3D): the support rows' embeddings, fixed during adaptation
-    x = torch.cat([model.user_emb(support.users).unsqueeze(1).expand(b, s, cfg.dim),
-                   model.item_emb(support.items), model.context_vec(support.ctx)], dim=-1)
-    mask = support.mask
+    users = support.users[:, None].expand(b, s)  # (B, S): one row per support event
+    u, it, c = model.embed(users, support.items, support.ctx)  # (B, S, D) each
+    x = model.first_input(u, it, c)  # (B, S, 3D): the first layer's input, for its weight gradient
+    mask, y = support.mask, support.y
     denom = mask.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
-    y = support.y
 
-    def rate(n: str) -> float | Tensor:
-        return lr[n] if isinstance(lr, Mapping) else lr
-
-    # Current weights, with a user axis for the adapted ones and a broadcast view for the rest.
-    cur: dict[str, Tensor] = {}
-    for n in [f"layers.{i}.{w}" for i in range(n_layers) for w in ("weight", "bias")] + ["out.weight", "out.bias"]:
-        p = params[n].detach()
-        cur[n] = p.unsqueeze(0).repeat(b, *([1] * p.dim())) if n in init else p.unsqueeze(0).expand(b, *p.shape)
-    scalar_lr = not isinstance(lr, Mapping)
+    # Current weights: a user axis (an own copy) for the adapted ones, shared (O, K) tensors for the rest.
+    shared = {n: p.detach() for n, p in model.mlp_weights().items()}
+    cur = {**shared, **{n: shared[n].unsqueeze(0).repeat(b, *([1] * shared[n].dim())) for n in names}}
+    lowest = min((int(n.split(".")[1]) for n in names if n.startswith("layers.")), default=n_layers)
     for _ in range(steps):
-        hs = [x]  # inputs of each layer; hs[i + 1] = relu(z_i), kept for the ReLU backward
-        h = x
-        for i in range(n_layers):
-            h = torch.bmm(h, cur[f"layers.{i}.weight"].transpose(1, 2))
-            h += cur[f"layers.{i}.bias"].unsqueeze(1)
-            h.relu_()
-            hs.append(h)
-        wo = cur["out.weight"]  # (B, 1, H)
-        logit = torch.bmm(h, wo.transpose(1, 2)).squeeze(-1) + cur["out.bias"]  # (B, S)
-        sig = torch.sigmoid(logit)
+        hs, z = model.mlp(cur, u, it, c)  # ReLU outputs [(B, S, H_i)], (B, S)
+        logit = model.with_bias(z, users, support.items)  # (B, S)
         if cfg.mode == "rating":
             lo, hi = cfg.rating_range
-            g = _dloss(lo + (hi - lo) * sig - y, cfg.rating_loss) * (hi - lo) * sig * (1.0 - sig)
+            sig = torch.sigmoid(logit)  # d predict / d logit = (hi - lo) σ (1 - σ)
+            g = _dloss(model.predict(logit) - y, cfg.rating_loss) * (hi - lo) * sig * (1.0 - sig)
         else:
-            g = sig - y
+            g = torch.sigmoid(logit) - y  # BCE with logits
         g = g * mask / denom  # dL/dlogit (B, S)
+        ins = [x, *hs]  # ins[i]: the input of layer i; ins[-1]: of the output layer
         grads: dict[str, Tensor] = {
-            "out.weight": torch.bmm(g.unsqueeze(1), h),  # (B, 1, H)
+            "out.weight": g.unsqueeze(1) @ ins[-1],  # (B, 1, H)
             "out.bias": g.sum(1, keepdim=True),  # (B, 1)
         }
-        dh = g.unsqueeze(-1) * wo  # (B, S, H)
-        lowest = min((int(n.split(".")[1]) for n in names if n.startswith("layers.")), default=n_layers)
+        dh = g.unsqueeze(-1) * cur["out.weight"]  # (B, S, H)
         for i in reversed(range(lowest, n_layers)):
-            dz = torch.ops.aten.threshold_backward(dh, hs[i + 1], 0.0)  # ReLU backward, one pass
+            dz = torch.ops.aten.threshold_backward(dh, ins[i + 1], 0.0)  # ReLU backward, one pass
             wn, bn = f"layers.{i}.weight", f"layers.{i}.bias"
             if wn in init:
-                grads[wn] = torch.bmm(dz.transpose(1, 2), hs[i])
+                grads[wn] = dz.mT @ ins[i]  # (B, H_i, K)
             if bn in init:
                 grads[bn] = dz.sum(1)
             if i > lowest:
-                dh = torch.bmm(dz, cur[wn])
+                dh = dz @ cur[wn]
         for n in names:
-            if scalar_lr:
-                cur[n].sub_(grads[n], alpha=float(lr))  # type: ignore[arg-type]
+            if isinstance(lr, Mapping):
+                cur[n] = cur[n] - lr[n] * grads[n]  # Meta-SGD: a learned rate per weight
             else:
-                cur[n] = cur[n] - rate(n) * grads[n]
+                cur[n].sub_(grads[n], alpha=float(lr))
     return {n: cur[n] for n in names}
 
 

@@ -10,6 +10,12 @@ the decision and output layers); the embeddings stay global. Adapted ("fast") we
 never written into the module: they are passed to :func:`torch.func.functional_call`, or to
 :func:`score_matrix`, which scores a whole catalog for a batch of users with explicit
 batched matmuls (the graph exported to ONNX).
+
+The maths is written once, in :meth:`RecModel.embed`, :meth:`RecModel.mlp` and
+:meth:`RecModel.with_bias` (composed by :meth:`RecModel.logits`); ``forward``, the batched
+scorers (:func:`score_matrix`, :func:`metarec.score.score_items`) and the serving adaptation
+(:func:`metarec.fastadapt.adapt_explicit`) all call them. ``tests/unit/test_one_forward.py``
+holds them equal for every configuration.
 """
 
 from __future__ import annotations
@@ -17,7 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -114,15 +122,62 @@ class RecModel(nn.Module):
             e = e + self.context_vec(self.item_attr[items])
         return e
 
+    def embed(self, users: Tensor, items: Tensor, ctx: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The first layer's three inputs: ``users (*U)``, ``items (*I)``, ``ctx (*C, F)`` →
+        ``(*U, D)``, ``(*I, D)`` (with the item attributes), ``(*C, D)``."""
+        return self.user_emb(users), self.item_vec(items), self.context_vec(ctx)
+
+    @staticmethod
+    def first_input(u: Tensor, it: Tensor, c: Tensor) -> Tensor:
+        """``[u | i | c]`` ``(..., 3D)``: the first layer's input; its weight splits as ``[W_u | W_i | W_c]``."""
+        return torch.cat([u, it, c], dim=-1)
+
+    def mlp_weights(self) -> dict[str, Tensor]:
+        """The decision and output layers' weights by parameter name, read as attributes (so the
+        tensors :func:`torch.func.functional_call` substitutes are the ones used)."""
+        layers = cast("list[nn.Linear]", [*self.layers, self.out])
+        names = [*(f"layers.{i}" for i in range(len(self.layers))), "out"]
+        return {f"{n}.{k}": getattr(layer, k) for n, layer in zip(names, layers) for k in ("weight", "bias")}
+
+    def mlp(self, w: Mapping[str, Tensor], u: Tensor, it: Tensor, c: Tensor) -> tuple[list[Tensor], Tensor]:
+        """The decision layers and the output layer on embedded inputs: the model's maths, once.
+
+        ``w[name]`` has the parameter's shape, or a leading user axis ``(B, *shape)`` for
+        per-user weights. ``u``, ``it``, ``c`` are ``(..., D)`` and broadcast against each other:
+        ``(N, D)`` each for rows of their own (:meth:`forward`); ``u, c (B, 1, D)`` with
+        ``it (N, D)`` or ``(B, C, D)`` to score items per user. Returns the ReLU outputs
+        ``[h_1 (..., R, H_1), ...]`` and the output layer's value ``(..., R)`` (no bias terms).
+        """
+        d = self.cfg.dim
+        names = [*(f"layers.{i}" for i in range(len(self.layers))), "out"]
+        w0, b0 = w[f"{names[0]}.weight"], w[f"{names[0]}.bias"]
+        if u.shape == it.shape == c.shape:  # one user and context per row: one matmul on [u | i | c]
+            z = _linear(self.first_input(u, it, c), w0, b0)
+        else:  # rows share their user's u and c, whose part is computed once per user
+            z = _linear(it, w0[..., d:2 * d]) + (_linear(u, w0[..., :d]) + _linear(c, w0[..., 2 * d:], b0))
+        hs: list[Tensor] = []
+        for name in names[1:]:
+            hs.append(F.relu(z, inplace=True))  # z is a fresh tensor: spare an allocation
+            z = _linear(hs[-1], w[f"{name}.weight"], w[f"{name}.bias"])
+        return hs, z.squeeze(-1)
+
+    def with_bias(self, logit: Tensor, users: Tensor, items: Tensor) -> Tensor:
+        """``logit`` plus the user and item bias terms when ``cfg.bias`` (``users``/``items``
+        broadcast to ``logit``'s shape, as in :meth:`mlp`); the bias terms are never adapted."""
+        if not self.cfg.bias:
+            return logit
+        return logit + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
+
+    def logits(self, w: Mapping[str, Tensor], users: Tensor, items: Tensor, ctx: Tensor) -> Tensor:
+        """Logits under weights ``w`` (see :meth:`mlp`) for broadcasting index tensors: ``users (N,)``,
+        ``items (N,)``, ``ctx (N, F)`` → ``(N,)``; ``users (B, 1)``, ``items (N,)`` or ``(B, C)``,
+        ``ctx (B, 1, F)`` → ``(B, N)`` or ``(B, C)``."""
+        _, z = self.mlp(w, *self.embed(users, items, ctx))
+        return self.with_bias(z, users, items)
+
     def forward(self, users: Tensor, items: Tensor, ctx: Tensor) -> Tensor:
         """``users (N,)``, ``items (N,)``, ``ctx (N, F)`` → logits ``(N,)``."""
-        h = torch.cat([self.user_emb(users), self.item_vec(items), self.context_vec(ctx)], dim=-1)
-        for layer in self.layers:
-            h = F.relu(layer(h))
-        logit = self.out(h).squeeze(-1)
-        if self.cfg.bias:
-            logit = logit + self.user_bias(users).squeeze(-1) + self.item_bias(items).squeeze(-1)
-        return logit
+        return self.logits(self.mlp_weights(), users, items, ctx)
 
     def predict(self, logits: Tensor) -> Tensor:
         """Logits → probabilities (binary) or ratings (rating mode)."""
@@ -175,38 +230,40 @@ def loss_fn(model: RecModel, logits: Tensor, y: Tensor, mask: Tensor, kind: str 
     return (per * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def _linear(x: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """``x (..., R, K)`` by ``w (O, K)`` or per-user ``(B, O, K)``, plus ``b (O,)`` or ``(B, O)`` → ``(..., R, O)``."""
+    if w.dim() == 2 and (b is None or b.dim() == 1):
+        return F.linear(x, w, b)  # shared weights: exactly nn.Linear
+    if x.dim() == 3 and w.dim() == 3 and b is not None and b.dim() == 2:
+        return torch.bmm(x, w.transpose(-1, -2)).add_(b.unsqueeze(-2))  # per-user rows: in place on a fresh tensor
+    y = F.linear(x, w) if w.dim() == 2 else x @ w.transpose(-1, -2)  # (N, K) @ (B, K, O) → (B, N, O)
+    if b is None:
+        return y
+    return y + (b.unsqueeze(-2) if b.dim() == 2 else b)
+
+
+def batched_weights(model: RecModel, fast: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The MLP weights for :meth:`RecModel.mlp` with ``fast[name] (B, ...)`` in place of the
+    shared ones. Only decision/output layer weights can be per-user here."""
+    w = model.mlp_weights()
+    extra = sorted(set(fast) - w.keys())
+    if extra:
+        raise ValueError(f"score: per-user parameters {extra} are not decision or output layer weights; "
+                         "score such a model row by row (metarec.adapt.predict_rows)")
+    return {**w, **fast}
+
+
 def score_matrix(model: RecModel, fast: dict[str, Tensor], users: Tensor, ctx: Tensor,
                  items: Tensor) -> Tensor:
-    """Score ``items (N,)`` for a batch of users with per-user weights.
+    """Score ``items (N,)`` for a batch of users with per-user weights: :meth:`RecModel.logits`.
 
     ``fast[name]`` has a leading user axis ``(B, ...)`` for every adapted parameter; the
-    others come from ``model``. ``users (B,)``, ``ctx (B, F)`` → predictions ``(B, N)``.
+    others come from ``model``. ``users (B,)``, ``ctx (B, F)`` → predictions ``(B, N)``
+    (or ``(B, C)`` for per-user ``items (B, C)``, :func:`metarec.score.score_items`).
     The first layer is split as ``W = [W_u | W_i | W_c]`` so the item part is one batched
-    matmul ``(N, D) x (B, H, D) -> (B, N, H)`` instead of materializing ``(B, N, 3D)``.
+    matmul ``(N, D) x (B, D, H) -> (B, N, H)`` instead of materializing ``(B, N, 3D)``.
     """
-    d = model.cfg.dim
-    params = dict(model.named_parameters())
-
-    def p(name: str) -> Tensor:
-        if name in fast:
-            return fast[name]
-        return params[name].unsqueeze(0).expand(users.shape[0], *params[name].shape)
-
-    u = model.user_emb(users)  # (B, D)
-    c = model.context_vec(ctx)  # (B, D)
-    it = model.item_vec(items)  # (N, D)
-    w0, b0 = p("layers.0.weight"), p("layers.0.bias")  # (B, H, 3D), (B, H)
-    per_user = torch.einsum("bhd,bd->bh", w0[:, :, :d], u) + torch.einsum("bhd,bd->bh", w0[:, :, 2 * d:], c)
-    h = torch.einsum("nd,bhd->bnh", it, w0[:, :, d:2 * d]) + (per_user + b0).unsqueeze(1)
-    h = F.relu(h)
-    for i in range(1, len(model.layers)):
-        w, b = p(f"layers.{i}.weight"), p(f"layers.{i}.bias")
-        h = F.relu(torch.einsum("bnh,bkh->bnk", h, w) + b.unsqueeze(1))
-    wo, bo = p("out.weight"), p("out.bias")  # (B, 1, H), (B, 1)
-    logits = torch.einsum("bnh,bh->bn", h, wo[:, 0, :]) + bo
-    if model.cfg.bias:
-        logits = logits + model.user_bias(users) + model.item_bias(items).squeeze(-1)  # (B, 1) + (N,)
-    return model.predict(logits)
+    return model.predict(model.logits(batched_weights(model, fast), users[:, None], items, ctx[:, None]))
 
 
 @dataclass

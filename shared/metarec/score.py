@@ -21,7 +21,6 @@ from typing import Protocol
 import numpy as np
 import onnxruntime as ort
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarec.model import RecModel, score_matrix
@@ -114,25 +113,12 @@ def top_k(scores: np.ndarray, k: int, exclude: Sequence[Collection[int]] = ()) -
 
 
 def score_items(model: RecModel, fast: dict[str, Tensor], users: Tensor, ctx: Tensor, items: Tensor) -> Tensor:
-    """Like :func:`~metarec.model.score_matrix`, but user ``b`` scores its own ``items[b]``.
+    """Like :func:`~metarec.model.score_matrix`, but user ``b`` scores its own ``items[b]``
+    (:meth:`RecModel.logits`, bias terms and item attributes included).
 
     ``users (B,)``, ``ctx (B, F)``, ``items (B, C)``, ``fast[name] (B, ...)`` → ``(B, C)``.
     """
-    d = model.cfg.dim
-    params = dict(model.named_parameters())
-
-    def p(name: str) -> Tensor:
-        return fast[name] if name in fast else params[name].unsqueeze(0).expand(users.shape[0], *params[name].shape)
-
-    u, c, it = model.user_emb(users), model.context_vec(ctx), model.item_emb(items)  # (B, D), (B, D), (B, C, D)
-    w0, b0 = p("layers.0.weight"), p("layers.0.bias")  # (B, H, 3D), (B, H)
-    per_user = torch.einsum("bhd,bd->bh", w0[:, :, :d], u) + torch.einsum("bhd,bd->bh", w0[:, :, 2 * d:], c)
-    h = F.relu(torch.einsum("bcd,bhd->bch", it, w0[:, :, d:2 * d]) + (per_user + b0).unsqueeze(1))
-    for i in range(1, len(model.layers)):
-        w, b = p(f"layers.{i}.weight"), p(f"layers.{i}.bias")
-        h = F.relu(torch.einsum("bch,bkh->bck", h, w) + b.unsqueeze(1))
-    wo, bo = p("out.weight"), p("out.bias")
-    return model.predict(torch.einsum("bch,bh->bc", h, wo[:, 0, :]) + bo)
+    return score_matrix(model, fast, users, ctx, items)  # the same maths broadcasts over (B, C) items
 
 
 class CandidateGraph(nn.Module):
