@@ -56,8 +56,8 @@ class Melu:
 
     def __init__(self, r: Ratings, seed: int, plan: M.Plan, net: Net, tick: Tick) -> None:
         self.r, self.seed, self.net, self.tick = r, seed, net, tick
-        self.n_train = len(melu_split(r, seed).train)
-        self.plan = plan.stopped(self.n_train)  # early stopping: step counts become caps
+        # early stopping: the step counts become caps of plan.epochs passes over the training users
+        self.plan = plan.stopped(len(melu_split(r, seed).train)) if plan.epochs > 0 else plan
         self.lo, self.hi = r.rating_range
         self._kept: dict[tuple[str, str, int], RecModel] = {}
         self.training: list[dict[str, Any]] = []  # each early-stopped model: steps run, curve
