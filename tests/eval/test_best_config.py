@@ -94,3 +94,45 @@ def test_live_events_carry_the_features_the_evaluation_trains_on() -> None:
     assert checked > 1000
     assert any(k.startswith("u.") for k in events[0].context)
     assert np.all(model.item_attr[1:].numpy() == r.item_attr)
+
+
+@pytest.mark.skipif(not ML100K.exists(), reason="needs ../shared/data/ml-100k (MovieLens is not redistributed)")
+def test_the_worker_serves_what_the_evaluation_predicts(tmp_path: Path) -> None:
+    """An evaluation-family model (rating, bias terms, item attributes, Meta-SGD rates), saved as a
+    model directory and served by the worker's Recommender through onnxruntime, scores a new user's
+    top items exactly as the evaluation's predictor does after adapting on the same events."""
+    from metarec.data import load_events
+    from metarec.evaluate.data import load_ratings
+    from metarec.evaluate.models import Net, batch, make_model, predict_adapted
+    from metarec.model import Vocab
+    from metarec.recommend import Recommender
+    from metarec.score import OnnxScorer
+    from metarec.state import step
+
+    r = load_ratings(ML100K, "ml-100k")
+    known = [str(u) for u in range(1, 51)]  # the model's known users; the tested user is new
+    model = make_model(r, len(known), "rating", "layers+out", 4, 0.05, Net(buffer=40), 0, meta_sgd=True)
+    torch.manual_seed(1)
+    with torch.no_grad():  # non-trivial biases and rates, so a dropped term would show
+        model.item_bias.weight.normal_(0, 0.3)
+        model.user_bias.weight.normal_(0, 0.3)
+        for p in model.inner_lrs.values():
+            p.uniform_(0.02, 0.2)
+    d = artifact.save(model, Vocab(users=known, items=list(r.items)), tmp_path, {"data": {}})
+    bundle = artifact.load(d)
+    rec = Recommender(bundle, OnnxScorer(d / "model.onnx"), top_k=8)
+    user = "200"
+    mine = [e for e in load_events(ML100K, "ml-100k") if e.user_id == user][:30]
+    state, _ = step(None, mine, buffer_size=model.cfg.buffer_size)
+    served = rec.recommend([state], now=0.0)[0]
+
+    code = r.users.index(user)
+    rows = np.flatnonzero(r.user == code)
+    by_key = {(r.items[r.item[x]], float(r.ts[x])): x for x in rows}
+    sup_rows = np.array([by_key[(e.item_id, e.ts)] for e in mine], np.int64)
+    newest = sup_rows[int(np.argmax(r.ts[sup_rows]))]  # the worker recommends for the newest event's context
+    sup = batch(r, [sup_rows], [0], r.value)
+    qry = batch(r, [np.full(len(served.items), newest)], [0], r.value)
+    qry.items[0] = torch.tensor([r.items.index(i) + 1 for i in served.items])
+    want = predict_adapted(model, sup, qry, model.cfg.inner_steps, model.inner_lr_map())[0]
+    np.testing.assert_allclose(served.scores, want, atol=1e-4)
