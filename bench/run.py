@@ -46,7 +46,9 @@ def _broker() -> tuple[str, dict[str, str] | None]:
     return "127.0.0.1:19192", env
 
 
-def _train(tmp: Path, quick: bool) -> Path:
+def _train(tmp: Path, quick: bool, family: str = "today") -> Path:
+    """A model for the stream benches: ``today``'s `metarec train` defaults, or the ``evaluated``
+    family (``bench.model_bench``: the ML-1M evaluation's choice) trained on the same log."""
     import torch
 
     from metarec.meta import TrainConfig
@@ -54,9 +56,15 @@ def _train(tmp: Path, quick: bool) -> Path:
 
     evs, source = common.events()
     mode = "rating" if source == "movielens-100k" else "binary"
+    kw: dict = {"mode": mode}
+    algorithm = "maml"
+    if family == "evaluated":
+        from bench.model_bench import evaluated_kwargs
+
+        kw, algorithm = evaluated_kwargs(mode)
     torch.set_num_threads(2)  # training is not measured
-    d = train(evs, tmp / "models", {"mode": mode}, TrainConfig(time_budget_s=6 if quick else 60, seed=0),
-              source=source)
+    d = train(evs, tmp / f"models-{family}", kw,
+              TrainConfig(algorithm=algorithm, time_budget_s=6 if quick else 60, seed=0), source=source)
     torch.set_num_threads(1)
     return d
 
@@ -64,23 +72,27 @@ def _train(tmp: Path, quick: bool) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="the <= 3 minute suite")
-    ap.add_argument("--only", nargs="*", default=None, help="adapt export score river e2e")
+    ap.add_argument("--only", nargs="*", default=None, help="adapt export score models river e2e")
     ap.add_argument("--e2e-compute", nargs="*", default=["process"], choices=["process", "thread"],
                     help="where the e2e worker adapts and scores (METAREC_COMPUTE); several race side by side")
     ap.add_argument("--e2e-order", nargs="*", default=None, choices=["time", "interleaved"],
                     help="e2e event order(s): the log in time order (sessions coalesce) and/or shuffled "
                          "(about one recommendation per event or two); default both, --quick: time")
+    ap.add_argument("--e2e-model", nargs="*", default=["today", "evaluated"], choices=["today", "evaluated"],
+                    help="the model family the e2e worker serves: today's `metarec train` defaults and/or the "
+                         "family the ML-1M evaluation chose (bench/model_bench.py); several race side by side")
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default bench/results; bench/results/quick with --quick, not committed)")
     args = ap.parse_args()
     common.RESULTS = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
-    only = set(args.only or ["adapt", "export", "score", "river", "e2e"])
+    only = set(args.only or ["adapt", "export", "score", "models", "river", "e2e"])
     t0 = time.time()
     info = common.machine()
     res: dict[str, dict] = {}
-    from bench import adapt_bench, e2e_bench, export_bench, river_bench, score_bench
+    from bench import adapt_bench, e2e_bench, export_bench, model_bench, river_bench, score_bench
 
-    for name, mod in (("adapt", adapt_bench), ("export", export_bench), ("score", score_bench)):
+    for name, mod in (("adapt", adapt_bench), ("export", export_bench), ("score", score_bench),
+                      ("models", model_bench)):
         if name in only:
             t = time.time()
             res[name] = mod.run(args.quick)
@@ -91,6 +103,8 @@ def main() -> None:
             t = time.time()
             model_dir = _train(tmp, args.quick)
             print(f"bench train: {time.time() - t:.0f} s", flush=True)
+        if "e2e" in only and "evaluated" in args.e2e_model:
+            evaluated_dir = _train(tmp, args.quick, "evaluated")
         if "river" in only:
             t = time.time()
             res["river"] = river_bench.run(args.quick, model_dir)
@@ -102,7 +116,11 @@ def main() -> None:
                 # process: compute in a child process (the default); thread: in the worker's own process
                 orders = args.e2e_order or (["time"] if args.quick else ["time", "interleaved"])
                 runs = [e2e_bench.run(args.quick, model_dir, bootstrap, v, tmp, o)
-                        for v in args.e2e_compute for o in orders]
+                        for v in args.e2e_compute for o in orders] if "today" in args.e2e_model else []
+                if "evaluated" in args.e2e_model:  # the same stream, served by the evaluated family
+                    for v in args.e2e_compute:
+                        r = e2e_bench.run(args.quick, evaluated_dir, bootstrap, v, tmp, orders[0])
+                        runs.append({**r, "variant": f"{v}-evaluated-model"})
             finally:
                 if own is not None:
                     subprocess.run(["bash", str(common.ROOT / "deploy" / "kafka" / "kafka.sh"), "down"], env=own)
@@ -130,6 +148,13 @@ def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> d
                  export_speedup=res["export"]["speedup"])
     if "score" in res:
         s["score_users_per_s"] = {n: c["users_per_s"] for n, c in res["score"]["catalogs"].items()}
+    if "models" in res:
+        m = res["models"]
+        s.update(evaluated_model_adapt_ratio=m["ratio"]["adapt"], evaluated_model_score_ratio=m["ratio"]["score"],
+                 evaluated_family_adapt_ratio_same_shape=m["ratio_same_shape"]["adapt"],
+                 evaluated_family_score_ratio_same_shape=m["ratio_same_shape"]["score"],
+                 evaluated_model_adapt_users_per_s=m["users_per_s"]["evaluated"]["adapt"],
+                 today_model_adapt_users_per_s=m["users_per_s"]["today"]["adapt"])
     if "river" in res:
         r = res["river"]
         s.update(river_events_per_s=r["river_biasedmf"]["events_per_s"], river_rmse=r["river_biasedmf"]["rmse"],
@@ -156,7 +181,10 @@ def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> d
 def _summary_md(s: dict) -> str:
     keys = ["adapt_users_per_s_batched", "adapt_users_per_s_loop", "adapt_speedup", "adapt_roofline_fraction",
             "adapt_batched_path", "adapt_users_per_s_vmap", "adapt_speedup_vmap", "adapt_roofline_fraction_vmap",
-            "export_ms_patch", "export_ms_retrace", "export_speedup", "e2e_events_per_s", "e2e_p50_ms", "e2e_p99_ms",
+            "export_ms_patch", "export_ms_retrace", "export_speedup", "evaluated_model_adapt_ratio",
+            "evaluated_model_score_ratio", "evaluated_family_adapt_ratio_same_shape",
+            "evaluated_family_score_ratio_same_shape", "evaluated_model_adapt_users_per_s", "today_model_adapt_users_per_s",
+            "e2e_events_per_s", "e2e_p50_ms", "e2e_p99_ms",
             "e2e_p99_ms_at_100", "e2e_drain_events_per_s", "e2e_events_per_s_per_worker_core",
             "e2e_worker_cpu_ms_per_event",
             "river_events_per_s", "river_rmse", "river_auc", "metarec_prequential_events_per_s", "metarec_rmse",
@@ -170,7 +198,7 @@ def _summary_md(s: dict) -> str:
             f"Machine: {m['cpu']}, {m['cores']} cores (1 compute thread), load {m['load_avg_at_start']}, "
             f"torch {m['torch']}, onnxruntime {m['onnxruntime']}. {m['note']}.\n\n"
             + common.table(["figure", "value"], rows)
-            + "\nDetails: adapt.md, export.md, score.md, e2e.md, river.md (and adapt.png).\n")
+            + "\nDetails: adapt.md, export.md, score.md, models.md, e2e.md, river.md (and adapt.png).\n")
 
 
 if __name__ == "__main__":
