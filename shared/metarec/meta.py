@@ -195,9 +195,7 @@ def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg
                 stop.stopped_by = "time"
             break
     if stop is not None:
-        if history and (not stop.curve or stop.curve[-1][0] != len(history)):
-            stop.check(model, len(history))  # the last weights count too
-        stop.restore(model)
+        stop.finish(model, len(history))
     return history
 
 

@@ -5,7 +5,7 @@ Meta-training (:func:`metarec.meta.meta_train`) and the global model's supervise
 ``every`` steps with the step count. It scores the model on validation users
 (``validate(model) -> float``, lower is better, e.g. adapted MAE), keeps a copy of the best
 weights, and says stop once ``patience`` checks in a row failed to improve on the best by more
-than ``min_delta``. :meth:`EarlyStopping.restore` loads the best weights back. The curve, the
+than ``min_delta``. :meth:`EarlyStopping.finish` checks the last weights and loads the best back. The curve, the
 best step and why training stopped (``patience``, ``cap``: the step limit was reached while
 still improving, or ``time``: a time budget cut it short) go into the report, so a cap that
 under-trains is visible instead of silent.
@@ -66,6 +66,13 @@ class EarlyStopping:
                 self.stopped_by = "patience"
             return True
         return False
+
+    def finish(self, model: nn.Module, steps_done: int) -> None:
+        """End of training after ``steps_done`` steps: check the last weights too (unless that step
+        was just checked), then restore the best checked ones."""
+        if steps_done and (not self.curve or self.curve[-1][0] != steps_done):
+            self.check(model, steps_done)
+        self.restore(model)
 
     def restore(self, model: nn.Module) -> None:
         """Load the best checked weights into ``model`` (a no-op before the first check)."""

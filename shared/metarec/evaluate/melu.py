@@ -81,34 +81,36 @@ class Melu:
     def train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         return self._keep("global", params, steps, seed, lambda: self._train_global(split, params, steps, seed))
 
-    def _stopper(self, split: MeluSplit, steps: int | None, every: int) -> EarlyStopping | None:
+    def _stopper(self, split: MeluSplit, seen: np.ndarray, steps: int | None, every: int) -> EarlyStopping | None:
         if self.plan.epochs <= 0:
             return None
-        seen = np.unique(self.r.item[split.train_rows()])
         return stopper(self.r, split, seen, every, self.plan.patience, steps)
 
     def _log(self, kind: str, params: dict[str, Any], seed: int, stop: EarlyStopping | None) -> None:
         if stop is not None:
-            self.training.append({"kind": kind, "seed": seed, "params": params, **stop.summary()})
+            summary = stop.summary()
+            self.training.append({"kind": kind, "seed": seed, "params": params, **summary})
             self.tick(f"{kind} {params.get('algorithm', '')} seed {seed}: best at step {stop.best_step} "
-                      f"of {stop.summary()['steps_run']} ({stop.stopped_by}), val MAE {stop.best_value:.4f}")
+                      f"of {summary['steps_run']} ({stop.stopped_by}), val MAE {stop.best_value:.4f}")
 
     def _train_meta(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         users = np.array(sorted(split.train), np.int64)
         smp = sampler(self.r, split, self.net.buffer, 10, self.plan.user_dropout)
         pre = {**M.DEFAULT_GLOBAL, "loss": params.get("loss", "mse")}
         init = self.train_global(split, pre, steps, seed) if pretrained(params, self.plan) else None
-        stop = self._stopper(split, int(params["inner_steps"]), self.plan.check_every(len(split.train)))
+        seen = np.unique(self.r.item[split.train_rows()])
+        stop = self._stopper(split, seen, int(params["inner_steps"]), self.plan.check_every(len(split.train)))
         model = M.train_meta(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, users, smp,
-                             None, seed, np.unique(self.r.item[split.train_rows()]), init, stop)
+                             None, seed, seen, init, stop)
         self._log("meta", params, seed, stop)
         return model
 
     def _train_global(self, split: MeluSplit, params: dict[str, Any], steps: int, seed: int) -> RecModel:
         rows = split.train_rows()
-        stop = self._stopper(split, None, self.plan.check_every(len(split.train)) * self.plan.global_ratio)
+        seen = np.unique(self.r.item[rows])
+        stop = self._stopper(split, seen, None, self.plan.check_every(len(split.train)) * self.plan.global_ratio)
         model = M.train_global(self.r, split.n_known_users, "rating", params, self.net, self.plan, steps, rows,
-                               split.user_index[self.r.user], self.r.value, seed, np.unique(self.r.item[rows]), stop)
+                               split.user_index[self.r.user], self.r.value, seed, seen, stop)
         self._log("global", params, seed, stop)
         return model
 

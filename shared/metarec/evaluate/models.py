@@ -88,6 +88,7 @@ def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarr
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    step = 0
     for step in range(1, steps + 1):
         pick = rng.integers(0, len(rows), size=min(batch_size, len(rows)))
         x = rows[pick]
@@ -101,9 +102,7 @@ def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarr
         if stop is not None and stop.due(step) and stop.check(model, step):
             break
     if stop is not None:
-        if steps and (not stop.curve or stop.curve[-1][0] != step):
-            stop.check(model, step)
-        stop.restore(model)
+        stop.finish(model, step)
 
 
 def fill_unseen_items(model: RecModel, seen: np.ndarray) -> None:
