@@ -185,9 +185,10 @@ def test_adapted_embeddings_fall_back_and_are_refused_by_the_batched_scorers(ada
             score_matrix(model, got, sup.users, sup.ctx[:, 0], torch.arange(1, model.cfg.n_items))
 
 
-ONNX_CONFIGS = [dict(bias=True, item_attrs=3, meta_sgd=True, mode="rating", rating_loss="huber"),
-                dict(bias=True, item_attrs=3, meta_sgd=False, mode="binary", adapt=("layers.1", "out")),
-                dict(bias=False, item_attrs=0, meta_sgd=False, mode="binary")]
+# every configuration the graphs can differ in: the rating loss only trains, so one per mode
+ONNX_CONFIGS = [dict(bias=bias, item_attrs=attrs, meta_sgd=msgd, mode=mode, rating_loss=loss, adapt=adapt)
+                for bias, attrs, msgd, (mode, loss), adapt in itertools.product(
+                    [False, True], [0, 3], [False, True], [("binary", "mse"), ("rating", "huber")], ADAPT_SETS)]
 
 
 @pytest.mark.parametrize("cfg", ONNX_CONFIGS, ids=lambda c: _id({"rating_loss": "mse", **c}) + "-" + "+".join(
