@@ -31,10 +31,14 @@ per-event statistics (counters by topic and stream, timestamps, runtimes) for fa
 metrics and reads none of them. The lean monitor skips that bookkeeping (the sensor calls
 cost about 6% of the event loop at 1,200 events/s) and keeps everything else, and it carries
 the worker's hook that runs before every offset commit.
+
+**Is the broker reachable?** (:func:`broker_reachable`), which faust does not say: a metadata
+request through the producer's aiokafka client, for the ``metarec_broker_connected`` gauge.
 """
 
 from __future__ import annotations
 
+import asyncio
 import types
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
@@ -147,3 +151,36 @@ class LeanMonitor(Monitor):
         if self.before_commit is not None:
             self.before_commit()
         return super().on_commit_initiated(consumer)
+
+
+async def broker_reachable(app: Any, timeout_s: float = 3.0) -> bool:
+    """Whether the cluster answers a metadata request, through the app's own producer connection.
+
+    faust exposes no connection state; its aiokafka producer's client (``Producer._producer.client``,
+    faust-streaming 0.15.3 / aiokafka 0.14) can ask. Before the producer has started: unknown, ``False``.
+    """
+    aio = getattr(app.producer, "_producer", None)
+    client = getattr(aio, "client", None)
+    if client is None:
+        return False
+    try:
+        await asyncio.wait_for(client.fetch_all_metadata(), timeout_s)
+    except Exception:  # noqa: BLE001 - any failure is "not reachable now"
+        return False
+    return True
+
+
+def on_agent_crash(agent: Any, callback: Callable[[Any, BaseException], Coroutine[Any, Any, None]]) -> None:
+    """Run ``callback(agent, exc)`` when the agent crashes, before faust's own handler.
+
+    ``App.agent(on_error=...)`` is taken by faust's consumer hook, so the callback goes in front
+    of ``Agent._on_error`` (faust-streaming 0.15.3), which ``_execute_actor`` awaits on a crash.
+    """
+    original = agent._on_error
+
+    async def on_error(a: Any, exc: BaseException) -> None:
+        await callback(a, exc)
+        if original is not None:
+            await original(a, exc)
+
+    agent._on_error = on_error

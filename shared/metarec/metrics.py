@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from metarec.events import REASONS
+
 # Latency buckets from 0.5 ms to 10 s.
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -36,12 +38,18 @@ class Metrics:
     live_auc: Gauge
     live_logloss: Gauge
     live_predictions: Counter
+    events_rekeyed: Counter
+    delivery_retries: Counter
+    agent_restarts: Counter
+    batch_errors: Counter
+    broker_connected: Gauge
+    log_lines_held: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, namespace: str = "metarec") -> Metrics:
         r = registry if registry is not None else CollectorRegistry()
         ns = namespace
-        return cls(
+        m = cls(
             registry=r,
             events_consumed=Counter(
                 "events_consumed", "Valid events consumed, by kind.", ["kind"], namespace=ns, registry=r
@@ -96,4 +104,33 @@ class Metrics:
                 "live_predictions", "Labelled events predicted before learning from them.",
                 ["model"], namespace=ns, registry=r,
             ),
+            events_rekeyed=Counter(
+                "events_rekeyed", "Valid events that came with no key, re-sent keyed by their user_id.",
+                namespace=ns, registry=r,
+            ),
+            delivery_retries=Counter(
+                "delivery_retries", "Failed attempts to send a dead letter or a re-keyed event (each retried).",
+                ["what"], namespace=ns, registry=r,
+            ),
+            agent_restarts=Counter(
+                "agent_restarts", "Times the consuming agent crashed and its supervisor restarted it.",
+                namespace=ns, registry=r,
+            ),
+            batch_errors=Counter(
+                "batch_errors", "Users whose adaptation or scoring failed (their state is kept; no recommendation).",
+                namespace=ns, registry=r,
+            ),
+            broker_connected=Gauge(
+                "broker_connected", "1 while the worker reaches the Kafka cluster, 0 while it cannot.",
+                namespace=ns, registry=r,
+            ),
+            log_lines_held=Counter(
+                "log_lines_held", "Repeated library log lines held back (see services/adapter/quiet.py).",
+                namespace=ns, registry=r,
+            ),
         )
+        for reason in REASONS:  # every series exists from the start, so rates and ratios are defined
+            m.events_invalid.labels(reason)
+        for what in ("dead_letter", "rekey"):
+            m.delivery_retries.labels(what)
+        return m

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from metarec.events import Event, Invalid, decode
+from metarec.events import LIMITS, Event, Invalid, Limits, as_bytes, decode
 from metarec.state import Buffered, UserState, step
 
 
@@ -55,20 +55,31 @@ class Applied:
     event: Event
 
 
-def apply(raw: bytes | None, key: bytes | None, prior: UserState | None, buffer_size: int,
-          consumed_size: int, max_bytes: int) -> Applied | Invalid:
+@dataclass(frozen=True)
+class Rekey:
+    """A valid event that came with no key: send ``raw`` again keyed by ``key`` (its ``user_id``)."""
+
+    key: bytes
+    raw: bytes
+    event: Event
+
+
+def apply(raw: object, key: bytes | None, prior: UserState | None, buffer_size: int,
+          consumed_size: int, limits: Limits = LIMITS, now: float | None = None) -> Applied | Rekey | Invalid:
     """Validate one message and, if valid, step the user's state.
 
     The message key must be the event's ``user_id``: the user's state lives in the partition
-    the key chooses, so an event keyed otherwise is dead-lettered (reason ``key_mismatch``).
+    the key chooses. An event keyed otherwise is dead-lettered (reason ``key_mismatch``); one with
+    no key at all is handed back as :class:`Rekey`, for the service to re-send to its user's partition.
     """
-    ev = decode(raw, max_bytes)
+    ev = decode(raw, limits, now)
     if isinstance(ev, Invalid):
         return ev
-    if key is None or key != ev.user_id.encode():
-        shown = None if key is None else key[:40].decode("utf-8", "replace")
-        return Invalid("key_mismatch", f"message key {shown!r} is not the event's user_id {ev.user_id!r}",
-                       raw if isinstance(raw, bytes) else b"")
+    if not key:  # null (or empty): no partition was chosen for the user
+        return Rekey(ev.user_id.encode(), as_bytes(raw), ev)
+    if key != ev.user_id.encode():
+        return Invalid("key_mismatch", f"message key {key[:40]!r} is not the event's user_id {ev.user_id!r:.60}",
+                       as_bytes(raw))
     if prior is not None and prior.user_id != ev.user_id:
         raise ValueError(f"state of {prior.user_id!r} given for an event of {ev.user_id!r}")
     state, new = step(prior, [ev], buffer_size, consumed_size)

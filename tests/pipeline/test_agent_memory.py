@@ -1,43 +1,16 @@
 """The faust agent in memory: ``agent.test_context()`` with ``store='memory://'``.
 
-The sinks the worker sends to are replaced by lists (injection, not mocks): every other part
-is the real one — decoding, the table, the coalescing, adaptation and onnxruntime scoring.
+The sinks the worker sends to are replaced by lists (injection, not mocks; see conftest.py):
+every other part is the real one — decoding, the table, the coalescing, adaptation and
+onnxruntime scoring.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from pathlib import Path
-
-import pytest
-from prometheus_client import CollectorRegistry
 
 from metarec.events import encode
-from metarec.settings import WorkerSettings
-from services.adapter.app import Adapter
-from services.adapter.bootstrap import bootstrap
 from services.adapter.faust_tuning import LeanMonitor
-
-
-@pytest.fixture
-def adapter(model_dir: Path, tmp_path: Path) -> tuple[Adapter, list, list]:
-    settings = WorkerSettings(model_dir=model_dir, store="memory://", data_dir=tmp_path / "faust",
-                              app_id="memtest")
-    a = Adapter(settings, bootstrap(settings, CollectorRegistry()))
-    recs: list = []
-    dead: list = []
-
-    async def rec_sink(rec: object) -> None:
-        recs.append(rec)
-
-    async def dead_sink(key: bytes | None, value: bytes) -> None:
-        dead.append((key, json.loads(value)))
-
-    a.send_rec, a.send_dead = rec_sink, dead_sink
-    a.app.finalize()
-    a.app.flow_control.resume()
-    return a, recs, dead
 
 
 def run(coro: object) -> object:

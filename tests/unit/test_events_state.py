@@ -38,7 +38,7 @@ def test_a_valid_event_round_trips() -> None:
     (raw(kind="rate", value=11), "bad_value"),
     (raw(kind="teleport"), "unknown_kind"),
     (raw(value=0.5), "bad_value"),
-    (raw(ts=-1), "bad_value"),
+    (raw(ts=-1), "bad_timestamp"),
     (raw(context={"a": 1}), "bad_type"),
     (raw(context={str(i): "x" for i in range(40)}), "bad_value"),
     (raw(user_id=""), "bad_value"),
@@ -98,17 +98,20 @@ def test_top_k_excludes_and_orders() -> None:
 
 def test_a_dead_letter_keeps_the_raw_bytes_the_reason_and_the_origin() -> None:
     import base64
+    import hashlib
     import json
 
-    from metarec.events import dead_letter
+    from metarec.deadletter import record
 
-    for raw in (b'{"event_id": 1', b"\xff\xfe not utf-8"):
+    for raw, reason in ((b'{"event_id": 1', "bad_json"), (b"\xff\xfe not utf-8", "bad_encoding")):
         bad = decode(raw)
-        assert isinstance(bad, Invalid)
-        msg = json.loads(dead_letter(bad, "events", 3, 41, key=b"u1", now=12.5))
-        assert msg["reason"] == "bad_json" and msg["detail"]
+        assert isinstance(bad, Invalid) and bad.reason == reason, bad
+        msg = json.loads(record(bad, "events", 3, 41, key=b"u1", now=12.5))
+        assert msg["reason"] == reason and msg["detail"]
         assert base64.b64decode(msg["raw_b64"]) == raw
         assert msg["raw_text"] == (raw.decode() if raw.startswith(b"{") else None)
+        assert msg["raw_size"] == len(raw) and msg["raw_sha256"] == hashlib.sha256(raw).hexdigest()
+        assert msg["raw_truncated"] is False
         assert msg["source"] == {"topic": "events", "partition": 3, "offset": 41}
         assert msg["key"] == "u1" and msg["dead_lettered_at"] == 12.5
 
