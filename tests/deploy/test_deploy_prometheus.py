@@ -58,7 +58,8 @@ def test_required_alerts_exist() -> None:
     alerts = {r["alert"] for r in rules() if "alert" in r}
     for name in ("MetarecWorkerDown", "MetarecWorkerAbsent", "MetarecConsumerLagGrowing",
                  "MetarecDeadLetterSpike", "MetarecLatencySLOBreach",
-                 "MetarecAdaptedLoglossWorseThanInit", "MetarecAdaptedAUCBelowInit"):
+                 "MetarecAdaptedLoglossWorseThanInit", "MetarecAdaptedAUCBelowInit", "MetarecAgentRestarted",
+                 "MetarecBrokerUnreachable", "MetarecDeliveryRetrying", "MetarecBatchErrors"):
         assert name in alerts
     assert all(r.get("labels", {}).get("severity") for r in rules() if "alert" in r)
 
