@@ -180,3 +180,19 @@ def test_the_judgement_calls() -> None:
     assert reason(context={"q": "a\nb"}) == "bad_value"
     assert reason(value=-1) == "bad_value" and reason(kind="rate", value=-0.5) == "bad_value"
     assert reason(kind="rate", value=4.5) is None
+
+
+@FAST
+@given(hs.one_of(hs.none(), hs.binary(max_size=64)), hs.one_of(hs.binary(max_size=2000), hs.just(encode(
+    Event(event_id="e", user_id="u1", item_id="i", kind="view", value=1.0, ts=NOW)))))
+def test_the_per_message_transition_is_total_too(key: bytes | None, raw: bytes) -> None:
+    from metarec.pipeline import Applied, Rekey, apply
+
+    out = apply(raw, key, None, buffer_size=8, consumed_size=8, now=NOW)
+    assert isinstance(out, Applied | Rekey | Invalid)
+    if isinstance(out, Applied):
+        assert key == out.event.user_id.encode() and out.state.events_seen == 1
+    if isinstance(out, Rekey):
+        assert not key and out.key == out.event.user_id.encode() and out.raw == raw
+    if isinstance(out, Invalid):
+        assert out.reason in REASONS and out.reason != "internal_error"
