@@ -206,3 +206,18 @@ def test_prod_is_bigger_than_dev() -> None:
     assert int(prod["METAREC_PARTITIONS"]) > int(dev["METAREC_PARTITIONS"])
     assert int(prod["METAREC_REPLICATION_FACTOR"]) >= 3
     assert not any(o["kind"] == "Secret" for o in render("prod")), "prod credentials are created out of band"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kubectl_builtin_kustomize_renders_the_same(overlay: str) -> None:
+    """`kubectl apply -k` uses kubectl's own kustomize (v5.5.0 in kubectl 1.32), which panicked on
+    prod's multi-document delete patch: it must render exactly what the pinned kustomize does."""
+    import shutil
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed (the pinned kustomize still renders every overlay above)")
+    r = subprocess.run([kubectl, "kustomize", str(K8S / "overlays" / overlay)], check=False, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert tuple(d for d in yaml.safe_load_all(r.stdout) if d) == render(overlay)
