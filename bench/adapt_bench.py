@@ -112,5 +112,6 @@ def _plot(curves: dict[str, dict[int, float]], loop: float, roof: float) -> None
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    common.RESULTS.mkdir(parents=True, exist_ok=True)
     fig.savefig(common.RESULTS / "adapt.png", dpi=110)
     plt.close(fig)

@@ -85,6 +85,7 @@ def main() -> None:
                     help="results folder (default bench/results; bench/results/quick with --quick, not committed)")
     args = ap.parse_args()
     common.RESULTS = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
+    common.RESULTS.mkdir(parents=True, exist_ok=True)  # a fresh clone has no bench/results/quick/
     only = set(args.only or ["adapt", "export", "score", "models", "river", "e2e"])
     t0 = time.time()
     info = common.machine()
