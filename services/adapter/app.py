@@ -13,7 +13,6 @@ a child process by default, so that it does not share this process's interpreter
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -24,6 +23,7 @@ import msgspec
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from metarec import kafka_security
 from metarec import state as st
 from metarec.events import Invalid, dead_letter
 from metarec.pipeline import Applied, Pending, apply
@@ -285,12 +285,7 @@ def _json(rec: Recommendation) -> bytes:
 
 
 def _credentials(s: WorkerSettings) -> Any:
-    if not s.kafka_sasl_username:
-        return None
-    pw = s.kafka_sasl_password.get_secret_value() if s.kafka_sasl_password else ""
-    use_ssl = s.kafka_security_protocol == "SASL_SSL"
-    return faust.SASLCredentials(username=s.kafka_sasl_username, password=pw, mechanism=s.kafka_sasl_mechanism,
-                                 ssl_context=ssl.create_default_context() if use_ssl else None)
+    return kafka_security.faust_credentials(s)  # TLS and SASL, the same as the command line's
 
 
 def create_app(settings: WorkerSettings | None = None, services: Services | None = None) -> Adapter:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from metarec import kafka_security
 
 
 class KafkaSettings(BaseSettings):
@@ -18,28 +20,29 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METAREC_", frozen=True, extra="ignore")
 
     kafka_bootstrap: str = "127.0.0.1:9092"  # host:port[,host:port...]
-    kafka_security_protocol: str = "PLAINTEXT"  # PLAINTEXT | SASL_PLAINTEXT | SASL_SSL | SSL
-    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
-    kafka_sasl_username: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None  # SASL_*: the principal is User:<username>
     kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: FilePath | None = None  # SSL, SASL_SSL: CA bundle (PEM) to verify brokers; None: system CAs
+    kafka_ssl_certfile: FilePath | None = None  # client certificate (PEM), for brokers that ask for one
+    kafka_ssl_keyfile: FilePath | None = None  # its private key (PEM); None: inside the certfile
+    kafka_ssl_key_password: SecretStr | None = None  # if that key is encrypted
+    kafka_ssl_check_hostname: bool = True  # the broker's certificate must name the host we dialled
     topic_events: str = "metarec.events"  # keyed by user_id
     topic_recommendations: str = "metarec.recommendations"  # keyed by user_id, JSON
     topic_dead_letter: str = "metarec.dead-letter"  # invalid events with the reason and raw bytes
     partitions: int = Field(default=4, ge=1)  # partitions of the events topic; workers scale up to this
     replication_factor: int = Field(default=1, ge=1)
 
+    @model_validator(mode="after")
+    def _consistent_security(self) -> KafkaSettings:
+        kafka_security.check(self)
+        return self
+
     def kafka_python_config(self) -> dict[str, object]:
-        """Connection options in kafka-python's spelling."""
-        cfg: dict[str, object] = {
-            "bootstrap_servers": self.kafka_bootstrap.split(","),
-            "security_protocol": self.kafka_security_protocol,
-        }
-        if self.kafka_sasl_username:
-            cfg["sasl_mechanism"] = self.kafka_sasl_mechanism
-            cfg["sasl_plain_username"] = self.kafka_sasl_username
-            pw = self.kafka_sasl_password
-            cfg["sasl_plain_password"] = pw.get_secret_value() if pw else ""
-        return cfg
+        """Connection options in kafka-python's spelling (TLS and SASL from :mod:`metarec.kafka_security`)."""
+        return {"bootstrap_servers": self.kafka_bootstrap.split(","), **kafka_security.kafka_python_auth(self)}
 
 
 class WorkerSettings(KafkaSettings):
