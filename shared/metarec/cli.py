@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -216,6 +217,28 @@ def topics(partitions: Annotated[int | None, typer.Option(min=1, help="Partition
 
 
 @app.command()
+def acls(
+    principal: Annotated[str, typer.Option(help="The worker's principal, e.g. User:metarec (its SASL user name).")],
+    dry_run: Annotated[bool, typer.Option(help="Print the ACLs, change nothing.")] = False,
+) -> None:
+    """Grant the worker's principal exactly the ACLs it needs (run with an admin's credentials).
+
+    The topics and the consumer group are those of this environment (METAREC_TOPIC_*,
+    METAREC_APP_ID): run it with the worker's settings and an admin's METAREC_KAFKA_SASL_*."""
+    from metarec.kafka_acls import grant, worker_grants
+    from metarec.settings import WorkerSettings
+
+    if not principal.startswith("User:"):
+        raise UserError(f"--principal must look like User:<name>, got {principal!r}")
+    settings = WorkerSettings()
+    grants = worker_grants(settings, principal)
+    if not dry_run:
+        grant(settings, grants)
+    for g in grants:
+        out.print(("would grant: " if dry_run else "granted: ") + str(g), highlight=False)
+
+
+@app.command()
 def export(
     user: Annotated[str, typer.Option("--user", help="External id of the user to export.")],
     model_dir: Annotated[Path, typer.Option(help="Model directory (a version, or a parent holding latest).")] = Path(
@@ -268,15 +291,22 @@ def main() -> None:
 
     from metarec.errors import ArtifactError, BrokerError, DataError
 
+    # kafka-python logs each failed connection; without a handler they would reach stderr beside
+    # the one line below (the worker's logging still gets them: they propagate to the root logger)
+    logging.getLogger("kafka").addHandler(logging.NullHandler())
     try:
         app()
     except ValidationError as exc:  # a METAREC_* setting (checked before ValueError, its base)
         first = exc.errors()[0]
-        name = "METAREC_" + "_".join(str(p) for p in first["loc"]).upper()
-        err.print(f"[red]error:[/] setting {name}: {first['msg']}", highlight=False)
+        if first["loc"]:
+            name = "METAREC_" + "_".join(str(p) for p in first["loc"]).upper()
+            err.print(f"[red]error:[/] setting {name}: {first['msg']}", highlight=False, soft_wrap=True)
+        else:  # settings that do not fit together; the message names them
+            why = first.get("ctx", {}).get("error", first["msg"])
+            err.print(f"[red]error:[/] settings: {why}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except (UserError, DataError, ArtifactError, BrokerError, FileNotFoundError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None

@@ -6,41 +6,113 @@ The worker itself uses faust (aiokafka); these are the command-line side.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError
+from kafka.errors import (
+    AuthorizationError,
+    KafkaError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+)
 
 from metarec.errors import BrokerError
 from metarec.events import Event, encode
+from metarec.kafka_security import SASL_PROTOCOLS, principal
 from metarec.settings import KafkaSettings
 
 
-def _connect(factory: Callable[..., Any], settings: KafkaSettings, **kw: Any) -> Any:
+class _Seen(logging.Handler):
+    """The exceptions kafka-python logs while it connects. Its bootstrap (3.0.12) retries a refused
+    password or a failed TLS handshake until the timeout and then raises only ``KafkaTimeoutError``;
+    the cause is an argument of its log records (``Connection failed: %s``). Even that is unsure:
+    when the broker's "authentication failed" response and its hang-up arrive in one read, the
+    transport (``kafka/net/transport.py``, ``_read_from_sock``) drops the bytes and reports only
+    ``socket disconnected`` -- in most attempts here."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.errors: list[BaseException] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.errors.extend(a for a in args if isinstance(a, BaseException))
+
+
+def _unreachable(settings: KafkaSettings, seen: list[BaseException]) -> BrokerError:
+    """Why no connection came up, in one line: credentials refused, TLS failed, or nobody there."""
+    where = f"Kafka at {settings.kafka_bootstrap}"
+    check = "check METAREC_KAFKA_SASL_USERNAME and METAREC_KAFKA_SASL_PASSWORD"
+    if any(isinstance(e, SaslAuthenticationFailedError) for e in seen):
+        return BrokerError(f"{where} refused the credentials of {principal(settings)} "
+                           f"({settings.kafka_sasl_mechanism}); {check}")
+    hung_up = seen and all(str(e).endswith("socket disconnected") for e in seen)
+    if hung_up and settings.kafka_security_protocol in SASL_PROTOCOLS:  # TCP and TLS came up; SASL did not
+        return BrokerError(f"{where} hung up on every attempt to authenticate {principal(settings)} "
+                           f"({settings.kafka_sasl_mechanism}): most likely it refused the credentials; {check}")
+    tls = [str(e) for e in seen if "SSL" in str(e) or "certificate" in str(e)]
+    if tls:
+        why = tls[-1].split("Handshake failed: ")[-1].split(" (_ssl.c")[0]
+        return BrokerError(f"TLS with {where} failed: {why} (METAREC_KAFKA_SSL_CAFILE must hold the CA that signed "
+                           "the broker's certificate, which must name the host dialled)")
+    return BrokerError(f"no Kafka broker at {settings.kafka_bootstrap} (set METAREC_KAFKA_BOOTSTRAP, or run "
+                       "`make kafka-up`)")
+
+
+@contextmanager
+def refused_as_broker_error(settings: KafkaSettings) -> Iterator[None]:
+    """A request the broker's ACLs refuse, as one :class:`BrokerError` naming the principal."""
     try:
-        return factory(**settings.kafka_python_config(), bootstrap_timeout_ms=10_000, **kw)
+        yield
+    except AuthorizationError as exc:
+        what = exc.args[0] if exc.args else None  # the topics, when kafka-python names them
+        on = f" ({', '.join(sorted(what))})" if isinstance(what, set | list | tuple) else ""
+        raise BrokerError(f"Kafka at {settings.kafka_bootstrap} refused {principal(settings)}: {exc.message}{on}; "
+                          "an admin grants rights with ACLs (`metarec acls`)") from None
+
+
+def _connect(factory: Callable[..., Any], settings: KafkaSettings, **kw: Any) -> Any:
+    seen, log = _Seen(), logging.getLogger("kafka")
+    log.addHandler(seen)
+    try:
+        with refused_as_broker_error(settings):
+            return factory(**settings.kafka_python_config(), bootstrap_timeout_ms=10_000, **kw)
     except KafkaTimeoutError:
-        raise BrokerError(
-            f"no Kafka broker at {settings.kafka_bootstrap} (set METAREC_KAFKA_BOOTSTRAP, or run `make kafka-up`)"
-        ) from None
+        raise _unreachable(settings, seen.errors) from None
+    finally:
+        log.removeHandler(seen)
+
+
+def admin_client(settings: KafkaSettings, client_id: str = "metarec-admin") -> KafkaAdminClient:
+    return _connect(KafkaAdminClient, settings, client_id=client_id)
 
 
 def ensure_topics(settings: KafkaSettings, partitions: int | None = None) -> list[str]:
     """Create the events, recommendations and dead-letter topics if missing; returns those created."""
     n = partitions or settings.partitions
-    admin = _connect(KafkaAdminClient, settings, client_id="metarec-admin")
+    admin = admin_client(settings)
     try:
-        existing = set(admin.list_topics())
-        wanted = [settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter]
-        new = [NewTopic(t, n, settings.replication_factor) for t in wanted if t not in existing]
-        if new:
-            try:
-                admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
+        with refused_as_broker_error(settings):
+            existing = set(admin.list_topics())  # those this principal may describe
+            wanted = [settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter]
+            new = [NewTopic(t, n, settings.replication_factor) for t in wanted if t not in existing]
+            if new:
+                try:
+                    admin.create_topics(new)
+                except TopicAlreadyExistsError:
+                    pass
+                except AuthorizationError as exc:
+                    raise BrokerError(
+                        f"Kafka at {settings.kafka_bootstrap} refused {principal(settings)} creating "
+                        f"{', '.join(t.name for t in new)} ({exc.message}): an admin makes them, `metarec topics` "
+                        "with an admin's credentials (or they exist and this principal may not describe them)"
+                    ) from None
         return [t.name for t in new]
     finally:
         admin.close()
@@ -57,21 +129,30 @@ def replay(events: Iterable[Event], settings: KafkaSettings, rate: float = 0.0,
     prod = producer(settings)
     start = time.monotonic()
     n = 0
+    failed: list[BaseException] = []  # what the sends' futures report, e.g. an ACL refusal
     try:
-        for ev in events:
-            if rate > 0:
-                due = start + n / rate
-                delay = due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            if rewrite_ts:
-                ev = Event(event_id=ev.event_id, user_id=ev.user_id, item_id=ev.item_id, kind=ev.kind,
-                           value=ev.value, ts=time.time(), context=ev.context)
-            prod.send(settings.topic_events, key=ev.user_id.encode(), value=encode(ev))
-            n += 1
-            if on_sent and n % 100 == 0:
-                on_sent(n)
-        prod.flush()
+        with refused_as_broker_error(settings):
+            for ev in events:
+                if failed:
+                    break
+                if rate > 0:
+                    due = start + n / rate
+                    delay = due - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                if rewrite_ts:
+                    ev = Event(event_id=ev.event_id, user_id=ev.user_id, item_id=ev.item_id, kind=ev.kind,
+                               value=ev.value, ts=time.time(), context=ev.context)
+                fut = prod.send(settings.topic_events, key=ev.user_id.encode(), value=encode(ev))
+                fut.add_errback(failed.append)
+                n += 1
+                if on_sent and n % 100 == 0:
+                    on_sent(n)
+            prod.flush()
+            if failed:
+                raise failed[0]
+    except KafkaError as exc:
+        raise BrokerError(f"sending to {settings.topic_events} at {settings.kafka_bootstrap} failed: {exc}") from None
     finally:
         prod.close()
     if on_sent:
@@ -98,7 +179,15 @@ def read_recommendations(settings: KafkaSettings, from_beginning: bool = False, 
         consumer_timeout_ms=int(timeout_s * 1000) if timeout_s else float("inf"),
     )
     try:
-        for msg in consumer:
-            yield msg.value
+        topic = settings.topic_recommendations
+        # Kafka does not tell a topic that is missing from one the principal may not DESCRIBE, and
+        # a consumer without a group waits on either in silence
+        if not consumer.partitions_for_topic(topic):
+            raise BrokerError(f"Kafka at {settings.kafka_bootstrap} shows {principal(settings)} no topic {topic}: "
+                              "it does not exist yet (`metarec topics` makes it) or no ACL lets this principal "
+                              "describe it")
+        with refused_as_broker_error(settings):
+            for msg in consumer:
+                yield msg.value
     finally:
         consumer.close()
