@@ -42,7 +42,7 @@ test: venv ops-tools ## the whole test suite (starts its own Kafka unless METARE
 	METAREC_KUSTOMIZE=$(KUSTOMIZE) $(PY) -m pytest -q
 
 test-fast: venv ## the tests that need no broker, Prometheus or deploy tools
-	$(PY) -m pytest -q -m "not kafka and not prometheus and not deploy and not slow"
+	$(PY) -m pytest -q -m "not kafka and not security and not prometheus and not deploy and not slow"
 
 lint: venv ## ruff over the code
 	$(VENV)/bin/ruff check shared services tests bench

@@ -9,9 +9,11 @@ not start fails them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,7 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 TEST_KAFKA_PORT = os.environ.get("METAREC_TEST_KAFKA_PORT", "19092")
 
 
-NEVER_SKIP_IN_CI = ("kafka", "prometheus", "deploy")
+NEVER_SKIP_IN_CI = ("kafka", "security", "prometheus", "deploy")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,24 +36,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         rep.longrepr = f"{item.nodeid} must not skip in CI: {rep.longrepr}"
 
 
+@contextmanager
+def project_kafka(port: str, state: Path, fresh: bool = False, **env: str) -> Iterator[str]:
+    """The project's own broker (``deploy/kafka/kafka.sh up``) on ``port`` with its own ``state``
+    folder and any other ``METAREC_KAFKA_*`` in ``env``; stopped at the end if this started it.
+    ``fresh``: a broker that is not running starts from an empty state folder."""
+    env = {**os.environ, "METAREC_KAFKA_SECURE": "0", "METAREC_KAFKA_PORT": port, "METAREC_KAFKA_STATE": str(state),
+           **env}
+    script = ROOT / "deploy" / "kafka" / "kafka.sh"
+    if fresh and subprocess.run(["bash", str(script), "status"], env=env, capture_output=True).returncode != 0:
+        shutil.rmtree(state, ignore_errors=True)
+    up = subprocess.run(["bash", str(script), "up"], env=env, capture_output=True, text=True, timeout=600)
+    if up.returncode != 0:
+        pytest.fail(f"could not start the test Kafka broker: {up.stderr.strip() or up.stdout.strip()}")
+    started = "already running" not in up.stdout
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if started:
+            subprocess.run(["bash", str(script), "down"], env=env, capture_output=True, timeout=120)
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     given = os.environ.get("METAREC_KAFKA_BOOTSTRAP")
     if given:
         yield given
         return
-    env = {**os.environ, "METAREC_KAFKA_PORT": TEST_KAFKA_PORT,
-           "METAREC_KAFKA_STATE": str(ROOT / ".state" / "kafka-test")}
-    script = ROOT / "deploy" / "kafka" / "kafka.sh"
-    up = subprocess.run(["bash", str(script), "up"], env=env, capture_output=True, text=True, timeout=600)
-    if up.returncode != 0:
-        pytest.fail(f"could not start the test Kafka broker: {up.stderr.strip() or up.stdout.strip()}")
-    started = "already running" not in up.stdout
-    try:
-        yield f"127.0.0.1:{TEST_KAFKA_PORT}"
-    finally:
-        if started:
-            subprocess.run(["bash", str(script), "down"], env=env, capture_output=True, timeout=120)
+    with project_kafka(TEST_KAFKA_PORT, ROOT / ".state" / "kafka-test") as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
