@@ -3,7 +3,8 @@
 On a broker with an authorizer and ``allow.everyone.if.no.acl.found=false`` a principal may do
 nothing it is not granted. The worker needs exactly (``A`` = ``METAREC_APP_ID``):
 
-- READ the events topic (its source; READ includes DESCRIBE);
+- READ the events topic (its source; READ includes DESCRIBE), and WRITE it: an event without a
+  key is sent back to it keyed by its ``user_id`` (README "Messages");
 - WRITE the recommendations and dead-letter topics;
 - READ, WRITE, CREATE, DESCRIBE on topics whose names start with ``A-``: faust creates, reads and
   writes its own there (the table changelog ``A-users-changelog`` and the partition assignor's
@@ -44,6 +45,7 @@ def worker_grants(settings: WorkerSettings, principal: str) -> list[Grant]:
     prefix = f"{settings.app_id}-"
     return [
         Grant(principal, "READ", "TOPIC", settings.topic_events),
+        Grant(principal, "WRITE", "TOPIC", settings.topic_events),  # keyless events, re-keyed
         Grant(principal, "WRITE", "TOPIC", settings.topic_recommendations),
         Grant(principal, "WRITE", "TOPIC", settings.topic_dead_letter),
         *(Grant(principal, op, "TOPIC", prefix, "PREFIXED") for op in ("READ", "WRITE", "CREATE", "DESCRIBE")),

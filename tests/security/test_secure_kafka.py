@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from metarec.data import write_jsonl
+from metarec.events import Event, encode
 from metarec.kafka_acls import granted, worker_grants
+from metarec.kafka_io import producer, read_recommendations
 from metarec.kafka_security import ssl_context
 from metarec.settings import KafkaSettings, WorkerSettings
 from tests.broker.conftest import WorkerProcess, free_port
@@ -107,9 +109,31 @@ def test_the_worker_consumes_and_recommends_over_sasl_ssl(deployment: Deployment
     assert "metarec_recommendations_emitted_total" in deployment.worker.metrics()
 
 
+def test_a_keyless_event_is_re_keyed_over_sasl_ssl(deployment: Deployment, sim_events: list) -> None:
+    """The worker sends it back to the events topic keyed by its user (its WRITE on that topic)."""
+    admin = settings_of(deployment.env("admin"))
+    user = f"keyless-{uuid.uuid4().hex[:6]}"
+    e = sim_events[0]
+    ev = Event(event_id=uuid.uuid4().hex, user_id=user, item_id=e.item_id, kind=e.kind, value=e.value, ts=e.ts,
+               context=e.context)
+    prod = producer(admin)
+    prod.send(admin.topic_events, key=None, value=encode(ev)).get(timeout=30)
+    prod.close()
+    for rec in read_recommendations(admin, from_beginning=True, timeout_s=60):
+        if rec["user_id"] == user:
+            break
+    else:
+        raise AssertionError(f"no recommendation for the keyless user:\n{deployment.worker.tail()}")
+
+
+def settings_of(env: dict[str, str]) -> KafkaSettings:
+    """The KafkaSettings a process with ``env`` would read."""
+    return KafkaSettings(**{k.removeprefix("METAREC_").lower(): v for k, v in env.items()
+                            if k.startswith(("METAREC_KAFKA_", "METAREC_TOPIC_"))})
+
+
 def test_the_worker_holds_exactly_its_acls(deployment: Deployment) -> None:
-    admin = KafkaSettings(**{k.removeprefix("METAREC_").lower(): v for k, v in deployment.env("admin").items()
-                             if k.startswith("METAREC_KAFKA_")})
+    admin = settings_of(deployment.env("admin"))
     worker = WorkerSettings(app_id=deployment.names["METAREC_APP_ID"],
                             topic_events=deployment.names["METAREC_TOPIC_EVENTS"],
                             topic_recommendations=deployment.names["METAREC_TOPIC_RECOMMENDATIONS"],
