@@ -13,9 +13,12 @@ a child process by default, so that it does not share this process's interpreter
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 import faust
@@ -23,22 +26,31 @@ import msgspec
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from metarec import kafka_security
+from metarec import deadletter, kafka_security
 from metarec import state as st
-from metarec.events import Invalid, dead_letter
-from metarec.pipeline import Applied, Pending, apply
+from metarec.events import Invalid
+from metarec.pipeline import Applied, Pending, Rekey, Touched, apply
 from metarec.quality import Rolling
 from metarec.recommend import Recommendation
 from metarec.settings import WorkerSettings
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import BatchOut, Compute
+from services.adapter.delivery import deliver
 from services.adapter.faust_fixes import keep_queues_on_repeated_resume
-from services.adapter.faust_tuning import LeanMonitor, batch_fetches, eager_drain, room_for_changelog
+from services.adapter.faust_tuning import (
+    LeanMonitor,
+    batch_fetches,
+    broker_reachable,
+    eager_drain,
+    on_agent_crash,
+    room_for_changelog,
+)
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
-DeadSink = Callable[[bytes | None, bytes], Awaitable[None]]
+Sink = Callable[[bytes | None, bytes], Awaitable[None]]  # returns once the broker acknowledged the record
 
 TABLE = "users"
+log = logging.getLogger("metarec.worker")
 
 
 class Adapter:
@@ -79,9 +91,12 @@ class Adapter:
         self.table = self.app.Table(TABLE, default=None, partitions=s.partitions, key_type=bytes,
                                     value_type=bytes,
                                     schema=faust.Schema(key_serializer="raw", value_serializer="raw"))
+        self.limits = s.limits()
         self.send_rec: RecSink = self._send_rec
-        self.send_dead: DeadSink = self._send_dead
+        self.send_dead: Sink = self._send_dead
+        self.send_event: Sink = self._send_event
         self.agent = self.app.agent(self.events, name="adapt")(self._consume)
+        on_agent_crash(self.agent, self._agent_crashed)
         self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self._tick)
         self.app.timer(interval=5.0)(self.update_gauges)
         self._routes()
@@ -95,26 +110,48 @@ class Adapter:
 
     async def on_message(self, key: bytes | None, raw: bytes | None, topic: str, partition: int, offset: int,
                          kafka_ts: float) -> None:
-        """Decode → step → mark pending (or dead-letter). Must run inside the agent's stream."""
+        """Decode → step → mark pending, or dead-letter, or re-key. Must run inside the agent's stream.
+
+        No message can crash the agent: an exception while applying one is that message's dead
+        letter (reason ``internal_error``), and the worker goes on with the next.
+        """
         s, m = self.settings, self.metrics
         self.offsets[partition] = offset
-        out = apply(raw, key, self._state(key), s.buffer_size, s.consumed_size, s.max_event_bytes)
+        try:
+            out = apply(raw, key, self._state(key), s.buffer_size, s.consumed_size, self.limits)
+        except Exception as exc:  # noqa: BLE001 - a bug or a hostile input: this message only
+            out = _internal_error(exc, raw, topic, partition, offset)
         if isinstance(out, Invalid):
             m.events_invalid.labels(out.reason).inc()
-            await self.send_dead(key, dead_letter(out, topic, partition, offset, key))
-            m.dead_lettered.inc()
+            await self.dead_letter(out, key, topic, partition, offset)
             return
-        assert isinstance(out, Applied)
+        if isinstance(out, Rekey):  # no key: send it again to its user's partition
+            await deliver(self.send_event, out.key, out.raw, what="rekey", retries=m.delivery_retries)
+            m.events_rekeyed.inc()
+            return
+        assert isinstance(out, Applied) and key is not None  # apply() returns Rekey for a keyless event
         m.events_consumed.labels(out.event.kind).inc()
         if not out.new:
             return  # a redelivered event: already applied
-        assert key is not None  # apply() dead-letters a message whose key is not the user id
         self._dirty[key] = (partition, out.state)  # write_changelog() stores it and makes it durable
         self.pending.touch(out.state, out.new, kafka_ts or time.time())
         if len(self.pending) >= 4 * s.batch_max_users:
             await self.flush(wait=True)  # backpressure: consumption runs ahead of compute by a few batches only
         elif len(self.pending) >= s.batch_max_users:
             await self._tick()
+
+    async def dead_letter(self, invalid: Invalid, key: bytes | None, topic: str, partition: int,
+                          offset: int) -> None:
+        """Send ``invalid``'s bounded record and wait until the broker has it (retried; see delivery)."""
+        value = deadletter.record(invalid, topic, partition, offset, key, raw_limit=self.settings.dead_letter_raw_bytes)
+        await deliver(self.send_dead, deadletter.record_key(key), value, what="dead_letter",
+                      retries=self.metrics.delivery_retries, fallback=deadletter.minimal(value))
+        self.metrics.dead_lettered.inc()
+
+    async def _agent_crashed(self, agent: Any, exc: BaseException) -> None:
+        """faust's supervisor restarts a crashed agent; count it (an alert fires on any)."""
+        self.metrics.agent_restarts.inc()
+        log.error("agent %s crashed (%s); its supervisor restarts it", getattr(agent, "name", "?"), type(exc).__name__)
 
     async def _tick(self) -> None:
         """The linger timer: start a flush in the background unless one is running."""
@@ -161,14 +198,43 @@ class Adapter:
                 rounds += 1
                 self.write_changelog()  # also stores every pending user's newest state
                 batch = self.pending.take(self.settings.batch_max_users)
-                out = await self.compute.batch([t.state for t in batch], [self._raw(t.state) for t in batch],
-                                               [t.new for t in batch])
-                self._observe(out, len(batch))
-                for t, rec in zip(batch, out.recs):
+                try:
+                    done = await self._compute(batch)
+                except BrokenExecutor as exc:  # the compute child died: this worker can recommend no more
+                    log.critical("the compute child is gone (%s); stopping the worker so that it is restarted", exc)
+                    await self.app.crash(exc)
+                    return
+                for t, rec in done:
                     self._remember(rec)
                     await self.send_rec(rec)
                     self.metrics.recommendations_emitted.inc()
                     self.metrics.event_to_recommendation_seconds.observe(max(0.0, time.time() - t.first_seen))
+
+    async def _compute(self, batch: list[Touched]) -> list[tuple[Touched, Recommendation]]:
+        """Adapt and score ``batch``. If that fails, each user is tried alone, so one user's failure
+        costs only that user's recommendation (its state is stored; its next event tries again)."""
+        async def run(part: list[Touched]) -> list[tuple[Touched, Recommendation]]:
+            out = await self.compute.batch([t.state for t in part], [self._raw(t.state) for t in part],
+                                           [t.new for t in part])
+            self._observe(out, len(part))
+            return list(zip(part, out.recs))
+
+        try:
+            return await run(batch)
+        except BrokenExecutor:
+            raise  # the compute child is gone: nothing more can be recommended here
+        except Exception as exc:  # noqa: BLE001 - isolate the user that fails
+            log.warning("a batch of %d users failed (%s); adapting them one by one", len(batch), type(exc).__name__)
+        done: list[tuple[Touched, Recommendation]] = []
+        for t in batch:
+            try:
+                done += await run([t])
+            except BrokenExecutor:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self.metrics.batch_errors.inc()
+                log.error("user %r: adaptation failed (%s)", t.state.user_id[:40], type(exc).__name__)
+        return done
 
     def _observe(self, out: BatchOut, users: int) -> None:
         """Live quality (predictions made before learning) and compute timings of one batch."""
@@ -209,6 +275,7 @@ class Adapter:
 
     async def update_gauges(self) -> None:
         m = self.metrics
+        m.broker_connected.set(1.0 if await broker_reachable(self.app) else 0.0)
         self._quality_gauges()
         m.active_users.set(len(self.table))
         consumer = self.app.consumer
@@ -242,7 +309,10 @@ class Adapter:
         await self.recs_topic.send(key=rec.user_id.encode(), value=_json(rec))
 
     async def _send_dead(self, key: bytes | None, value: bytes) -> None:
-        await self.dlq_topic.send(key=key, value=value)
+        await (await self.dlq_topic.send(key=key, value=value, force=True))  # sent, then acknowledged
+
+    async def _send_event(self, key: bytes | None, value: bytes) -> None:
+        await (await self.events.send(key=key, value=value, force=True))
 
     def _routes(self) -> None:
         app, adapter = self.app, self
@@ -278,6 +348,17 @@ class Adapter:
 
 
 _ENCODE = msgspec.json.Encoder()
+
+
+def _internal_error(exc: Exception, raw: object, topic: str, partition: int, offset: int) -> Invalid:
+    """The dead letter of a message whose handling raised: the type and a digest, no stack.
+
+    The full traceback goes to the log under the same digest, for whoever reads the record.
+    """
+    digest = hashlib.sha256(f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")).hexdigest()[:12]
+    log.error("internal error on %s[%d]@%d, digest %s", topic, partition, offset, digest, exc_info=exc)
+    data = raw if isinstance(raw, bytes) else b""
+    return Invalid("internal_error", f"{type(exc).__name__} while handling the event (digest {digest})", data)
 
 
 def _json(rec: Recommendation) -> bytes:

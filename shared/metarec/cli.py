@@ -139,6 +139,7 @@ def worker(
     from metarec.kafka_io import ensure_topics
     from metarec.settings import WorkerSettings
     from services.adapter import create_app
+    from services.adapter.quiet import Aggregate, on_root_logger
 
     over: dict[str, Any] = {k: v for k, v in {"model_dir": model_dir, "web_port": web_port}.items() if v is not None}
     settings = WorkerSettings(**over)
@@ -146,6 +147,8 @@ def worker(
     ensure_topics(settings)
     sys.argv = [sys.argv[0]]  # faust's worker reads argv; ours are already parsed
     worker = Worker(adapter.app, loglevel=loglevel or settings.log_level)
+    # a broker outage makes the Kafka libraries repeat themselves: one line per kind and 30 s
+    on_root_logger(worker, Aggregate(30.0, on_held=adapter.metrics.log_lines_held.inc))
     # faust's terminal spinner, at WARN and above, turns the root logger to DEBUG so that every
     # library's debug records get built (measured: ~5% of the event loop); not wanted in a service
     worker.spinner = None

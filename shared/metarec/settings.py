@@ -12,6 +12,8 @@ from pydantic import Field, FilePath, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from metarec import kafka_security
+from metarec.deadletter import MAX_RAW_LIMIT, RAW_LIMIT
+from metarec.events import Limits
 
 
 class KafkaSettings(BaseSettings):
@@ -67,7 +69,21 @@ class WorkerSettings(KafkaSettings):
     batch_max_users: int = Field(default=256, ge=1)  # adapt at most this many users in one call
     linger_ms: float = Field(default=20.0, ge=0)  # wait this long to coalesce a user's events
     quality_window: int = Field(default=2000, ge=10)  # labelled events in the rolling live AUC/logloss
-    max_event_bytes: int = Field(default=8192, ge=64)  # larger events are dead-lettered
+    # what an event may be (metarec.events.Limits; README "Messages"); the rest is dead-lettered
+    max_event_bytes: int = Field(default=8192, ge=64, le=1 << 20)  # the whole message
+    max_id_chars: int = Field(default=128, ge=1)  # event_id, user_id, item_id
+    max_context_fields: int = Field(default=16, ge=0)
+    max_context_chars: int = Field(default=128, ge=1)  # each context key and value
+    max_rating: float = Field(default=10.0, gt=0)  # a rate event's value is within 0..max_rating
+    max_future_s: float = Field(default=86_400.0, ge=0)  # how far ahead of this clock an event's ts may be
+    ms_timestamps: Literal["reject", "convert"] = "reject"  # ts >= 1e11 is milliseconds: refuse, or divide
+    dead_letter_raw_bytes: int = Field(default=RAW_LIMIT, ge=0, le=MAX_RAW_LIMIT)  # raw bytes kept per DLQ record
     latest_cache: int = Field(default=10000, ge=0)  # last recommendations kept for GET /users/{id}/...
     group_instance_id: str | None = None  # static group membership (Kubernetes: the pod name)
     log_level: str = "info"
+
+    def limits(self) -> Limits:
+        """The event limits these settings set."""
+        return Limits(max_event_bytes=self.max_event_bytes, max_id_chars=self.max_id_chars,
+                      max_context_fields=self.max_context_fields, max_context_chars=self.max_context_chars,
+                      max_rating=self.max_rating, max_future_s=self.max_future_s, ms_timestamps=self.ms_timestamps)
