@@ -31,7 +31,7 @@ from metarec import state as st
 from metarec.events import Invalid
 from metarec.pipeline import Applied, Pending, Rekey, Touched, apply
 from metarec.quality import Rolling
-from metarec.recommend import Recommendation
+from metarec.recommendation import Recommendation
 from metarec.settings import WorkerSettings
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import BatchOut, Compute
@@ -61,7 +61,7 @@ class Adapter:
         self.services = services or bootstrap(settings, with_recommender=s.compute == "thread")
         self.metrics = self.services.metrics
         rec = self.services.recommender
-        self.compute = Compute.in_thread(rec) if rec is not None else Compute.in_process(s)
+        self.compute = Compute.in_thread(rec) if rec is not None else Compute.start_process(s)  # loads meanwhile
         self.pending = Pending()
         self.latest: OrderedDict[str, Recommendation] = OrderedDict()  # last recommendation per user (a cache)
         self.offsets: dict[int, int] = {}  # last processed offset per events partition
@@ -69,6 +69,7 @@ class Adapter:
         self._flushing = asyncio.Lock()
         self._lag_labels: set[tuple[str, str]] = set()  # consumer_lag series this worker reports
         self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
+        self._watch: asyncio.Future[bool] | None = None  # waits for the compute child's start
         self._decoded: OrderedDict[bytes, tuple[bytes, st.UserState]] = OrderedDict()  # a decode cache
         self._dirty: dict[bytes, tuple[int, st.UserState]] = {}  # changed since the last write_changelog()
         self.app = faust.App(
@@ -104,6 +105,7 @@ class Adapter:
     async def _consume(self, stream: Any) -> None:
         eager_drain(self.app.consumer)  # see faust_tuning
         room_for_changelog(self.app, 4 * self.settings.batch_max_users + 100)  # the most users pending at once
+        self._watch = asyncio.ensure_future(self._compute_ready())
         async for event in stream.events():
             msg = event.message
             await self.on_message(event.key, event.value, msg.topic, msg.partition, msg.offset, msg.timestamp)
@@ -153,6 +155,16 @@ class Adapter:
         self.metrics.agent_restarts.inc()
         log.error("agent %s crashed (%s); its supervisor restarts it", getattr(agent, "name", "?"), type(exc).__name__)
 
+    async def _compute_ready(self) -> bool:
+        """Wait for the compute child, which loads the model while the worker starts; stop if it cannot."""
+        try:
+            await self.compute.ready()
+            return True
+        except Exception as exc:  # noqa: BLE001 - a model the child cannot load: nothing to serve
+            log.critical("the compute child could not load the model (%s: %s); stopping", type(exc).__name__, exc)
+            await self.app.crash(exc)
+            return False
+
     async def _tick(self) -> None:
         """The linger timer: start a flush in the background unless one is running."""
         if len(self.pending) and not self._flushing.locked() and (self._task is None or self._task.done()):
@@ -197,6 +209,8 @@ class Adapter:
             while len(self.pending) and rounds < 4:  # bounded, so commits and fetches keep their turn
                 rounds += 1
                 self.write_changelog()  # also stores every pending user's newest state
+                if not await self._compute_ready():
+                    return
                 batch = self.pending.take(self.settings.batch_max_users)
                 try:
                     done = await self._compute(batch)

@@ -17,19 +17,18 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import signal
-import threading
-import time
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from metarec import state as st
-from metarec.export import UserTemplate
-from metarec.recommend import Recommendation, Recommender, Timings
+from metarec.recommendation import Recommendation
 from metarec.settings import WorkerSettings
 from metarec.state import Buffered, UserState
+
+if TYPE_CHECKING:  # the engine imports torch: only the side that computes loads it
+    from metarec.recommend import Recommender
+    from services.adapter.engine import Engine
 
 #: the settings the compute side needs (the child builds its own model bundle from these)
 COMPUTE_FIELDS = ("model_dir", "torch_threads", "top_k", "inner_steps", "inner_lr")
@@ -47,91 +46,65 @@ class BatchOut:
     score_s: float = 0.0
 
 
-class Engine:
-    """The model side: a recommender plus the per-user ONNX template, on one thread."""
-
-    def __init__(self, recommender: Recommender) -> None:
-        self.recommender = recommender
-        self._template: UserTemplate | None = None
-
-    def batch(self, states: Sequence[UserState], news: Sequence[Sequence[Buffered]]) -> BatchOut:
-        """Live quality first (predictions made before learning), then adapt + score."""
-        live = self.recommender.live_predictions(states, news)
-        timings = Timings()
-        recs = self.recommender.recommend(states, timings=timings)
-        return BatchOut(recs, live.y, live.init, live.adapted, timings.adapt_s, timings.score_s)
-
-    def batch_raw(self, raws: Sequence[bytes], n_new: Sequence[int]) -> BatchOut:
-        """:meth:`batch` from table bytes; a user's new events are the last ``n`` of its buffer."""
-        states = [st.loads(r) for r in raws]
-        news = [s.buffer[len(s.buffer) - min(n, len(s.buffer)):] for s, n in zip(states, n_new)]
-        return self.batch(states, news)
-
-    def one(self, raw: bytes) -> Recommendation:
-        return self.recommender.recommend([st.loads(raw)])[0]
-
-    def export(self, raw: bytes) -> tuple[bytes, float]:
-        """The user's adapted model as a self-contained ONNX file, and the seconds it took."""
-        t0 = time.perf_counter()
-        state = st.loads(raw)
-        bundle = self.recommender.bundle
-        if self._template is None:
-            self._template = UserTemplate.from_file(bundle.onnx_path)
-        fast = {k: v[0].numpy() for k, v in self.recommender.adapt([state]).items()}
-        data = self._template.patch(bundle.vocab.user(state.user_id), fast, state.user_id)
-        return data, time.perf_counter() - t0
-
-
-_ENGINE: Engine | None = None  # the child process's engine
-
-
-def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
-    """A killed worker (SIGKILL, OOM) cannot shut the pool down: leave when re-parented."""
-    while os.getppid() == parent:
-        time.sleep(every_s)
-    os._exit(0)
-
-
 def _child_start(fields: dict[str, Any], parent: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the parent stops us
-    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="metarec-parent-watch").start()
-    from services.adapter.bootstrap import load_recommender
+    """Runs in the child (pickled by reference to this light module, which imports the engine there)."""
+    from services.adapter.engine import child_start
 
-    global _ENGINE
-    _ENGINE = Engine(load_recommender(WorkerSettings(**fields)))
+    child_start(fields, parent)
 
 
 def _child_call(method: str, *args: Any) -> Any:
-    assert _ENGINE is not None, "compute child not initialized"
-    return getattr(_ENGINE, method)(*args)
+    from services.adapter.engine import child_call
+
+    return child_call(method, *args)
 
 
 class Compute:
-    """Runs the :class:`Engine` off the event loop: in a child process, or in-process on a thread."""
+    """Runs the engine off the event loop: in a child process, or in-process on a thread.
 
-    def __init__(self, executor: Executor, engine: Engine | None) -> None:
-        self._executor, self._engine = executor, engine
+    A child starts loading the model at once and the worker goes on starting meanwhile; every
+    call waits until the child is ready (:meth:`ready`), and a child that fails to start fails
+    each call with its error.
+    """
+
+    def __init__(self, executor: Executor, engine: Engine | None, started: Future[None] | None = None) -> None:
+        self._executor, self._engine, self._started = executor, engine, started
 
     @classmethod
     def in_thread(cls, recommender: Recommender) -> Compute:
+        from services.adapter.engine import Engine
+
         return cls(ThreadPoolExecutor(max_workers=1, thread_name_prefix="metarec-compute"), Engine(recommender))
 
     @classmethod
-    def in_process(cls, settings: WorkerSettings) -> Compute:
-        """Start the child and wait until its model is loaded and warm (a bad model fails here)."""
+    def start_process(cls, settings: WorkerSettings) -> Compute:
+        """Spawn the child and let it load its model while the caller goes on (see :meth:`ready`)."""
         fields = {k: getattr(settings, k) for k in COMPUTE_FIELDS}
         pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return cls(pool, None, pool.submit(_child_start, fields, os.getpid()))
+
+    @classmethod
+    def in_process(cls, settings: WorkerSettings) -> Compute:
+        """:meth:`start_process` and wait until the model is loaded and warm (a bad model fails here)."""
+        c = cls.start_process(settings)
         try:
-            pool.submit(_child_start, fields, os.getpid()).result()  # a bad model raises its own error here
+            assert c._started is not None
+            c._started.result()
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            c.close()
             raise
-        return cls(pool, None)
+        return c
+
+    async def ready(self) -> None:
+        """Wait until the engine can take calls; raises the child's start error if it failed."""
+        if self._started is not None and not (self._started.done() and self._started.exception() is None):
+            await asyncio.wrap_future(self._started)
 
     async def _run(self, method: str, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
         if self._engine is not None:
             return await loop.run_in_executor(self._executor, getattr(self._engine, method), *args)
+        await self.ready()
         return await loop.run_in_executor(self._executor, _child_call, method, *args)
 
     async def batch(self, states: Sequence[UserState], raws: Sequence[bytes],

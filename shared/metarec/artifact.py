@@ -26,8 +26,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from metarec import modeldir
 from metarec.errors import ArtifactError
 from metarec.model import ModelConfig, RecModel, Vocab, score_matrix
+from metarec.modeldir import sha256_file
 
 __all__ = ["ArtifactError", "Bundle", "CatalogGraph", "export_onnx", "load", "save"]
 
@@ -70,14 +72,6 @@ def export_onnx(model: RecModel, path: Path) -> None:
         )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save(model: RecModel, vocab: Vocab, out: Path, manifest: dict[str, Any]) -> Path:
     """Write a new version under ``out`` and point ``out/latest`` at it; returns its path."""
     cfg_json = model.cfg.to_json()
@@ -118,21 +112,10 @@ class Bundle:
 
 def load(path: Path) -> Bundle:
     """Load a version directory (or a parent holding ``latest``), checking file hashes."""
-    d = path / "latest" if (path / "latest").exists() else path
-    d = d.resolve()
-    manifest_file = d / "manifest.json"
-    if not manifest_file.exists():
-        raise ArtifactError(f"{path}: not a model directory (no manifest.json); run `metarec train` first")
-    manifest = json.loads(manifest_file.read_text())
-    for name, digest in manifest.get("files", {}).items():
-        f = d / name
-        if not f.exists():
-            raise ArtifactError(f"{d}: {name} is missing")
-        if sha256_file(f) != digest:
-            raise ArtifactError(f"{d}: {name} does not match its hash in manifest.json")
-    cfg = ModelConfig.from_json((d / "config.json").read_text())
+    md = modeldir.check(path)
+    cfg = ModelConfig.from_json((md.path / "config.json").read_text())
     model = RecModel(cfg)
-    model.load_state_dict(load_file(str(d / "weights.safetensors")))
+    model.load_state_dict(load_file(str(md.path / "weights.safetensors")))
     model.eval()
-    vocab = Vocab.from_json((d / "vocab.json").read_text())
-    return Bundle(path=d, version=manifest["version"], model=model, vocab=vocab, manifest=manifest)
+    vocab = Vocab.from_json((md.path / "vocab.json").read_text())
+    return Bundle(path=md.path, version=md.version, model=model, vocab=vocab, manifest=md.manifest)

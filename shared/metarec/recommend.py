@@ -14,7 +14,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import msgspec
 import numpy as np
 import torch
 
@@ -22,20 +21,11 @@ from metarec.adapt import Fast, predict_rows
 from metarec.artifact import Bundle
 from metarec.fastadapt import adapt_explicit
 from metarec.features import Encoded, context_ids, current_context, support_from_buffers, target
+from metarec.recommendation import Recommendation
 from metarec.score import Scorer, top_k
 from metarec.state import Buffered, UserState
 
-
-class Recommendation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """The message published to the recommendations topic (JSON). Not tracked by the GC (see state.py)."""
-
-    user_id: str
-    items: list[str]
-    scores: list[float]
-    model_version: str
-    events_seen: int
-    last_event_ts: float
-    emitted_at: float
+__all__ = ["LiveSample", "Recommendation", "Recommender", "Timings"]
 
 
 @dataclass

@@ -36,7 +36,7 @@ def test_events_update_state_and_coalesce_into_one_recommendation(adapter, sim_e
     assert len(rec.items) == a.settings.top_k
     assert not set(rec.items) & {e.item_id for e in mine}, "consumed items are excluded"
     assert rec.scores == sorted(rec.scores, reverse=True)
-    assert rec.model_version == a.services.bundle.version
+    assert rec.model_version == a.services.version
 
 
 def test_malformed_events_are_dead_lettered_and_the_agent_keeps_going(adapter, sim_events) -> None:

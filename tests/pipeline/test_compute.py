@@ -105,3 +105,29 @@ def test_the_child_exits_when_the_worker_is_killed(model_dir: Path) -> None:
         raise AssertionError("the compute child outlived its killed worker")
     finally:
         worker.kill()
+
+
+def test_the_child_loads_meanwhile_and_a_model_it_cannot_load_fails_every_call(model_dir: Path,
+                                                                              tmp_path: Path) -> None:
+    """The worker's process only checks the directory (hashes); the child loads it. Weights that
+    match their manifest hash but are not a model must surface as the child's error, not a hang."""
+    import json
+    import shutil
+
+    from metarec.modeldir import check, sha256_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(check(model_dir).path, bad)
+    (bad / "weights.safetensors").write_bytes(b"not a safetensors file")
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["files"]["weights.safetensors"] = sha256_file(bad / "weights.safetensors")
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    assert check(bad).version == manifest["version"], "the parent's check passes"
+    c = Compute.start_process(WorkerSettings(model_dir=bad))
+    try:
+        with pytest.raises(Exception, match="(?i)safetensor|header|deserializ"):
+            asyncio.run(c.ready())
+        with pytest.raises(Exception, match="(?i)safetensor|header|deserializ"):
+            asyncio.run(c.one(b""))
+    finally:
+        c.close()
