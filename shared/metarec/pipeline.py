@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metarec.events import LIMITS, Event, Invalid, Limits, as_bytes, decode
-from metarec.state import Buffered, UserState, step
+from metarec.state import Buffered, UserState, replayed, step
 
 
 @dataclass
@@ -65,12 +65,15 @@ class Rekey:
 
 
 def apply(raw: object, key: bytes | None, prior: UserState | None, buffer_size: int,
-          consumed_size: int, limits: Limits = LIMITS, now: float | None = None) -> Applied | Rekey | Invalid:
+          consumed_size: int, limits: Limits = LIMITS, now: float | None = None,
+          position: tuple[int, int] | None = None) -> Applied | Rekey | Invalid:
     """Validate one message and, if valid, step the user's state.
 
     The message key must be the event's ``user_id``: the user's state lives in the partition
     the key chooses. An event keyed otherwise is dead-lettered (reason ``key_mismatch``); one with
     no key at all is handed back as :class:`Rekey`, for the service to re-send to its user's partition.
+    With ``position`` (partition, offset), a message already applied is a replay: ``Applied`` with
+    nothing new (see :func:`metarec.state.replayed`).
     """
     ev = decode(raw, limits, now)
     if isinstance(ev, Invalid):
@@ -82,5 +85,7 @@ def apply(raw: object, key: bytes | None, prior: UserState | None, buffer_size: 
                        as_bytes(raw))
     if prior is not None and prior.user_id != ev.user_id:
         raise ValueError(f"state of {prior.user_id!r} given for an event of {ev.user_id!r}")
-    state, new = step(prior, [ev], buffer_size, consumed_size)
+    if position is not None and prior is not None and replayed(prior, *position):
+        return Applied(prior, (), ev)
+    state, new = step(prior, [ev], buffer_size, consumed_size, position)
     return Applied(state, new, ev)

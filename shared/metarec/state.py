@@ -40,15 +40,29 @@ class UserState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     last_event_ts: float = 0.0  # event time of the newest event
     buffer: tuple[Buffered, ...] = ()  # most recent events, oldest first
     consumed: tuple[str, ...] = ()  # most recently consumed items, oldest first
+    # where the newest applied event was read: a message at or before it in the same partition is a
+    # replay (after a crash or a rebalance) and is dropped, however many events it spans
+    partition: int = -1
+    offset: int = -1
+
+
+def replayed(state: UserState | None, partition: int, offset: int) -> bool:
+    """Whether the message at ``partition``/``offset`` was already applied to ``state``.
+
+    A user's events arrive through one partition in offset order, so a message at or before the
+    newest applied one is a replay, exactly: this does not depend on how many events it spans.
+    """
+    return state is not None and state.partition == partition and offset <= state.offset
 
 
 def step(state: UserState | None, events: Sequence[Event], buffer_size: int = 64,
-         consumed_size: int = 512) -> tuple[UserState, tuple[Buffered, ...]]:
+         consumed_size: int = 512, position: tuple[int, int] | None = None) -> tuple[UserState, tuple[Buffered, ...]]:
     """Apply ``events`` (one user's, in arrival order) to ``state``.
 
     Returns the new state and the newly buffered events. Events whose ``event_id`` is
-    already in the buffer are dropped, so a redelivered message is not counted twice.
-    All events must belong to one user.
+    already in the buffer are dropped too (a producer's retry, a re-sent message), so a
+    duplicate is not counted twice. ``position`` (partition, offset) records where the events
+    were read (see :func:`replayed`). All events must belong to one user.
     """
     if not events:
         if state is None:
@@ -65,8 +79,9 @@ def step(state: UserState | None, events: Sequence[Event], buffer_size: int = 64
         if e.event_id not in seen:
             seen.add(e.event_id)
             new.append(Buffered(e.event_id, e.item_id, e.kind, e.value, e.ts, dict(e.context)))
+    part, off = position if position is not None else (state.partition, state.offset)
     if not new:
-        return state, ()
+        return (state if position is None else msgspec.structs.replace(state, partition=part, offset=off)), ()
     buffer = (state.buffer + tuple(new))[-buffer_size:]
     consumed = list(state.consumed)
     for b in new:
@@ -79,6 +94,7 @@ def step(state: UserState | None, events: Sequence[Event], buffer_size: int = 64
         last_event_ts=max(state.last_event_ts, max(b.ts for b in new)),
         buffer=buffer,
         consumed=tuple(consumed[-consumed_size:] if consumed_size else ()),
+        partition=part, offset=off,
     ), tuple(new)
 
 

@@ -18,6 +18,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from metarec.events import Event, encode
+from tests.conftest import ROOT
 
 
 def free_port() -> int:
@@ -47,6 +48,13 @@ class WorkerProcess:
             time.sleep(0.3)
         raise AssertionError(f"worker not ready within {timeout} s:\n{self.tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown at all (a node lost, the OOM killer)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        self._forget_ready()
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -55,7 +63,10 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        # the next start must see "Ready" anew
+        self._forget_ready()
+
+    def _forget_ready(self) -> None:
+        """The next start must see "Ready" anew."""
         text = self.log_path.read_text(errors="replace")
         self.log_path.write_text(text.replace("Worker]: Ready", "Worker]: was ready"))
 
@@ -72,6 +83,58 @@ class WorkerProcess:
 
     def tail(self, n: int = 40) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+
+SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
+
+
+class Broker:
+    """A Kafka of one test's own (deploy/kafka/kafka.sh on free ports), to kill and restart."""
+
+    def __init__(self, state: Path) -> None:
+        port = free_port()
+        while free_port_pair_taken(port):
+            port = free_port()
+        self.env = {**os.environ, "METAREC_KAFKA_PORT": str(port), "METAREC_KAFKA_STATE": str(state)}
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.state = state
+
+    def up(self) -> None:
+        r = subprocess.run(["bash", str(SCRIPT), "up"], env=self.env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr or r.stdout
+
+    def kill(self) -> None:
+        pid = int((self.state / "kafka.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+
+    def down(self) -> None:
+        subprocess.run(["bash", str(SCRIPT), "down"], env=self.env, capture_output=True, timeout=120)
+
+
+def free_port_pair_taken(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port + 1))  # the controller listens on PORT+1
+        except OSError:
+            return True
+    return False
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker for this test only: it may be killed without disturbing the others."""
+    b = Broker(tmp_path / "kafka")
+    b.up()
+    try:
+        yield b
+    finally:
+        b.down()
 
 
 @pytest.fixture

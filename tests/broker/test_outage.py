@@ -8,70 +8,16 @@ their recommendations with every event counted once.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.broker.conftest import WorkerProcess, consume_json, events_of, free_port, produce
-from tests.conftest import ROOT
+from tests.broker.conftest import Broker, WorkerProcess, consume_json, events_of, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-SCRIPT = ROOT / "deploy" / "kafka" / "kafka.sh"
 OUTAGE_S = 20.0
-
-
-class Broker:
-    def __init__(self, state: Path) -> None:
-        port = free_port()
-        while free_port_pair_taken(port):
-            port = free_port()
-        self.env = {**os.environ, "METAREC_KAFKA_PORT": str(port), "METAREC_KAFKA_STATE": str(state)}
-        self.bootstrap = f"127.0.0.1:{port}"
-        self.state = state
-
-    def up(self) -> None:
-        r = subprocess.run(["bash", str(SCRIPT), "up"], env=self.env, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 0, r.stderr or r.stdout
-
-    def kill(self) -> None:
-        pid = int((self.state / "kafka.pid").read_text())
-        os.kill(pid, signal.SIGKILL)
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-
-    def down(self) -> None:
-        subprocess.run(["bash", str(SCRIPT), "down"], env=self.env, capture_output=True, timeout=120)
-
-
-def free_port_pair_taken(port: int) -> bool:
-    import socket
-
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port + 1))  # the controller listens on PORT+1
-        except OSError:
-            return True
-    return False
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path / "kafka")
-    b.up()
-    try:
-        yield b
-    finally:
-        b.down()
 
 
 def gauge(worker: WorkerProcess, name: str) -> float | None:

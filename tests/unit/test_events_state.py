@@ -128,3 +128,27 @@ def test_state_and_recommendations_stay_out_of_the_garbage_collector() -> None:
                          last_event_ts=2.0, emitted_at=3.0)
     assert not gc.is_tracked(state) and not any(gc.is_tracked(b) for b in new) and not gc.is_tracked(rec)
     assert st.loads(st.dumps(state)) == state  # still the same data
+
+
+def test_a_replay_longer_than_the_buffer_is_not_counted_twice() -> None:
+    """A rebalance or crash replays from the committed offset; the replay may span more events
+    than the buffer remembers ids of. The position (partition, offset) recognizes all of them."""
+    from metarec.pipeline import Applied, apply
+
+    evs = [new_event("u", f"i{i}", "click", 1, ts=float(i), event_id=f"e{i}") for i in range(200)]
+    state = None
+    for off, e in enumerate(evs):
+        out = apply(encode(e), b"u", state, buffer_size=8, consumed_size=8, position=(3, 1000 + off))
+        assert isinstance(out, Applied)
+        state = out.state
+    assert state is not None and state.events_seen == 200 and (state.partition, state.offset) == (3, 1199)
+    for off, e in enumerate(evs):  # the whole partition again, from an old committed offset
+        out = apply(encode(e), b"u", state, buffer_size=8, consumed_size=8, position=(3, 1000 + off))
+        assert isinstance(out, Applied) and out.new == () and out.state is state
+    without = None  # without positions only the last 8 ids are known: the old behaviour
+    for e in evs + evs:
+        without, _ = st.step(without, [e], buffer_size=8, consumed_size=8)
+    assert without.events_seen > 200
+    moved = apply(encode(new_event("u", "i", "view", 1, ts=1.0, event_id="fresh")), b"u", state, 8, 8,
+                  position=(5, 2))  # another partition (the topic was repartitioned): applied
+    assert isinstance(moved, Applied) and moved.new and moved.state.partition == 5
