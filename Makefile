@@ -9,7 +9,7 @@ UV_VERSION := 0.13.9
 # The stamp changes whenever the pinned requirements or the package metadata change.
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha256sum | cut -c1-12)
 
-.PHONY: help venv install kafka-up kafka-down kafka-status demo test test-fast test-broker lint typecheck lock clean
+.PHONY: help venv install kafka-up kafka-down kafka-status demo test test-fast test-broker chaos chaos-long lint typecheck lock clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | sort | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}'
@@ -43,6 +43,12 @@ test: venv ops-tools ## the whole test suite (starts its own Kafka unless METARE
 
 test-fast: venv ## the tests that need no broker, Prometheus or deploy tools
 	$(PY) -m pytest -q -m "not kafka and not security and not prometheus and not deploy and not slow"
+
+chaos: venv ## the chaos suite, short form (also part of make test): worker SIGKILLs, rebalances, a paused worker, a broker kill
+	$(PY) -m pytest -q -s -m chaos tests/chaos
+
+chaos-long: venv ## the chaos soak (~15 min): more faults, longer; writes bench/results/chaos.json and chaos.md
+	METAREC_CHAOS=long $(PY) -m pytest -q -s -m chaos tests/chaos
 
 lint: venv ## ruff over the code
 	$(VENV)/bin/ruff check shared services tests bench

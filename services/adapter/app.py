@@ -28,7 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metarec import deadletter, kafka_security
 from metarec import state as st
-from metarec.events import Invalid
+from metarec.events import KINDS, Invalid
 from metarec.pipeline import Applied, Pending, Rekey, Touched, apply
 from metarec.quality import Rolling
 from metarec.recommendation import Recommendation
@@ -44,6 +44,7 @@ from services.adapter.faust_tuning import (
     eager_drain,
     on_agent_crash,
     room_for_changelog,
+    tables_start_at_once,
 )
 
 RecSink = Callable[[Recommendation], Awaitable[None]]
@@ -56,12 +57,15 @@ log = logging.getLogger("metarec.worker")
 class Adapter:
     """One worker: the faust app plus the pending users and the live-quality windows."""
 
-    def __init__(self, settings: WorkerSettings, services: Services | None = None) -> None:
+    def __init__(self, settings: WorkerSettings, services: Services | None = None,
+                 compute: Compute | None = None) -> None:
         self.settings = s = settings
-        self.services = services or bootstrap(settings, with_recommender=s.compute == "thread")
+        self.services = services or bootstrap(settings, with_recommender=s.compute == "thread" and compute is None)
         self.metrics = self.services.metrics
         rec = self.services.recommender
-        self.compute = Compute.in_thread(rec) if rec is not None else Compute.start_process(s)  # loads meanwhile
+        if compute is None:  # a child is started here unless the caller started one earlier
+            compute = Compute.in_thread(rec) if rec is not None else Compute.start_process(s)
+        self.compute = compute
         self.pending = Pending()
         self.latest: OrderedDict[str, Recommendation] = OrderedDict()  # last recommendation per user (a cache)
         self.offsets: dict[int, int] = {}  # last processed offset per events partition
@@ -78,12 +82,14 @@ class Adapter:
             web_port=s.web_port, web_bind=s.web_host, web_enabled=True,
             topic_partitions=s.partitions, topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest", consumer_group_instance_id=s.group_instance_id,
+            broker_session_timeout=s.session_timeout_s,
             table_standby_replicas=0, logging_config=None,
             producer_linger=s.producer_linger_ms / 1000.0, producer_max_batch_size=1 << 18,
             monitor=LeanMonitor(before_commit=self.write_changelog),  # see faust_tuning
         )
         keep_queues_on_repeated_resume(self.app.flow_control)  # faust drops an event otherwise; see faust_fixes
         batch_fetches(self.app, s.fetch_min_bytes, s.fetch_max_wait_ms)
+        tables_start_at_once(self.app)  # its one table is declared below, before the app starts
         self.events = self.app.topic(s.topic_events, key_serializer="raw", value_serializer="raw",
                                      partitions=s.partitions)
         self.recs_topic = self.app.topic(s.topic_recommendations, key_serializer="raw", value_serializer="raw",
@@ -100,6 +106,7 @@ class Adapter:
         on_agent_crash(self.agent, self._agent_crashed)
         self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self._tick)
         self.app.timer(interval=5.0)(self.update_gauges)
+        self.app.on_before_shutdown.connect(self.shutdown)  # type: ignore[arg-type]
         self._routes()
 
     async def _consume(self, stream: Any) -> None:
@@ -120,7 +127,8 @@ class Adapter:
         s, m = self.settings, self.metrics
         self.offsets[partition] = offset
         try:
-            out = apply(raw, key, self._state(key), s.buffer_size, s.consumed_size, self.limits)
+            out = apply(raw, key, self._state(key), s.buffer_size, s.consumed_size, self.limits,
+                        position=(partition, offset))
         except Exception as exc:  # noqa: BLE001 - a bug or a hostile input: this message only
             out = _internal_error(exc, raw, topic, partition, offset)
         if isinstance(out, Invalid):
@@ -134,6 +142,7 @@ class Adapter:
         assert isinstance(out, Applied) and key is not None  # apply() returns Rekey for a keyless event
         m.events_consumed.labels(out.event.kind).inc()
         if not out.new:
+            m.events_redelivered.inc()
             return  # a redelivered event: already applied
         self._dirty[key] = (partition, out.state)  # write_changelog() stores it and makes it durable
         self.pending.touch(out.state, out.new, kafka_ts or time.time())
@@ -154,6 +163,22 @@ class Adapter:
         """faust's supervisor restarts a crashed agent; count it (an alert fires on any)."""
         self.metrics.agent_restarts.inc()
         log.error("agent %s crashed (%s); its supervisor restarts it", getattr(agent, "name", "?"), type(exc).__name__)
+
+    async def shutdown(self, sender: Any = None, **_: Any) -> None:
+        """At a graceful stop, once faust has stopped consuming and committed (its stop commits, and the
+        changelog is written before every commit): recommend for the users still pending, then stop
+        the compute child. So a SIGTERM loses no recommendation, and the next owner of the partitions
+        starts exactly at the committed offsets (nothing reprocessed)."""
+        if self._task is not None:
+            await asyncio.wait([self._task])  # the timer's flush, if one is running
+        while len(self.pending) and await self._compute_ready():
+            await self.flush(wait=True)
+        self.write_changelog()  # a no-op unless an event arrived after the last commit
+        self.compute.close()
+        m = self.metrics.registry.get_sample_value
+        log.info("stopped: %d events consumed, %d redelivered, %d recommendations sent",
+                 sum(m("metarec_events_consumed_total", {"kind": k}) or 0 for k in KINDS),
+                 m("metarec_events_redelivered_total") or 0, m("metarec_recommendations_emitted_total") or 0)
 
     async def _compute_ready(self) -> bool:
         """Wait for the compute child, which loads the model while the worker starts; stop if it cannot."""
@@ -383,5 +408,6 @@ def _credentials(s: WorkerSettings) -> Any:
     return kafka_security.faust_credentials(s)  # TLS and SASL, the same as the command line's
 
 
-def create_app(settings: WorkerSettings | None = None, services: Services | None = None) -> Adapter:
-    return Adapter(settings or WorkerSettings(), services)
+def create_app(settings: WorkerSettings | None = None, services: Services | None = None,
+               compute: Compute | None = None) -> Adapter:
+    return Adapter(settings or WorkerSettings(), services, compute)

@@ -134,16 +134,22 @@ def worker(
     loglevel: Annotated[str | None, typer.Option(help="Log level (default METAREC_LOG_LEVEL).")] = None,
 ) -> None:
     """Run the adapter worker (faust): consume events, adapt per user, publish top-K."""
-    from faust.worker import Worker
-
-    from metarec.kafka_io import ensure_topics
+    from metarec.modeldir import check
     from metarec.settings import WorkerSettings
-    from services.adapter import create_app
+    from services.adapter.compute import Compute
     from services.adapter.quiet import Aggregate, on_root_logger
 
     over: dict[str, Any] = {k: v for k, v in {"model_dir": model_dir, "web_port": web_port}.items() if v is not None}
     settings = WorkerSettings(**over)
-    adapter = create_app(settings)  # loads and checks the model first: a bad model dir fails fast
+    check(settings.model_dir)  # a wrong or damaged model directory: one line, before anything starts
+    # the compute child loads the model (torch, onnxruntime: seconds) while this process starts
+    compute = Compute.start_process(settings) if settings.compute == "process" else None
+    from faust.worker import Worker
+
+    from metarec.kafka_io import ensure_topics
+    from services.adapter import create_app
+
+    adapter = create_app(settings, compute=compute)
     ensure_topics(settings)
     sys.argv = [sys.argv[0]]  # faust's worker reads argv; ours are already parsed
     worker = Worker(adapter.app, loglevel=loglevel or settings.log_level)
@@ -155,7 +161,23 @@ def worker(
     # what was loaded so far (libraries, the model) lives as long as the process: keep it out of
     # the garbage collector's full passes, which otherwise pause the event loop for ~25-140 ms
     gc.freeze()
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        if settings.group_instance_id and settings.leave_group_on_shutdown:
+            _leave_group(settings)
+
+
+def _leave_group(settings: Any) -> None:
+    """A stopped static member leaves its group, so its partitions move now, not after the session timeout."""
+    from metarec.kafka_io import leave_group
+
+    try:
+        leave_group(settings, settings.app_id, settings.group_instance_id)
+        logging.getLogger("metarec.worker").info("left group %s as %s", settings.app_id, settings.group_instance_id)
+    except Exception as exc:  # noqa: BLE001 - best effort: the session timeout removes it anyway
+        logging.getLogger("metarec.worker").warning("could not leave group %s (%s); the session timeout (%s s) "
+                                                    "will", settings.app_id, exc, settings.session_timeout_s)
 
 
 @app.command()

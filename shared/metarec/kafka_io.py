@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import MemberToRemove, NewTopic
 from kafka.errors import (
     AuthorizationError,
     KafkaError,
@@ -114,6 +114,20 @@ def ensure_topics(settings: KafkaSettings, partitions: int | None = None) -> lis
                         "with an admin's credentials (or they exist and this principal may not describe them)"
                     ) from None
         return [t.name for t in new]
+    finally:
+        admin.close()
+
+
+def leave_group(settings: KafkaSettings, group: str, instance_id: str) -> None:
+    """Remove the static member ``instance_id`` from ``group`` now (KIP-345, LeaveGroup v3).
+
+    A static member's consumer does not leave when it closes: its partitions would wait for the
+    session timeout. After a worker's graceful stop this hands them to the others at once.
+    """
+    admin = admin_client(settings, client_id=f"{group}-leave")
+    try:
+        with refused_as_broker_error(settings):
+            admin.remove_group_members(group, [MemberToRemove(group_instance_id=instance_id, reason="shutdown")])
     finally:
         admin.close()
 

@@ -39,6 +39,7 @@ class Metrics:
     live_logloss: Gauge
     live_predictions: Counter
     events_rekeyed: Counter
+    events_redelivered: Counter
     delivery_retries: Counter
     agent_restarts: Counter
     batch_errors: Counter
@@ -106,6 +107,10 @@ class Metrics:
             ),
             events_rekeyed=Counter(
                 "events_rekeyed", "Valid events that came with no key, re-sent keyed by their user_id.",
+                namespace=ns, registry=r,
+            ),
+            events_redelivered=Counter(
+                "events_redelivered", "Valid events seen again (already in the user's state): replays after a crash.",
                 namespace=ns, registry=r,
             ),
             delivery_retries=Counter(

@@ -152,3 +152,21 @@ def test_the_producer_buffer_holds_a_batch_of_changelog_records_before_pausing_t
     assert app.producer.buffer.max_messages == 1124
     room_for_changelog(app, 10)  # never lowered
     assert app.producer.buffer.max_messages == 1124
+
+
+def test_canary_the_table_manager_start_that_tables_start_at_once_replaces() -> None:
+    """tables_start_at_once rewrites TableManager.on_start without its sleep; a faust that changes
+    that method must be looked at again (this fails first)."""
+    import inspect
+
+    from faust.tables.manager import TableManager
+
+    from services.adapter.faust_tuning import tables_start_at_once
+
+    src = inspect.getsource(TableManager.on_start)
+    body = [ln.strip() for ln in src.splitlines()[2:] if ln.strip() and not ln.strip().startswith('"""')]
+    assert body == ["await self.sleep(1.0)", "if not self.should_stop:", "await self._update_channels()",
+                    "await self.recovery.start()"], body
+    app = faust.App("t-tables", broker="kafka://127.0.0.1:1", web_enabled=False)
+    tables_start_at_once(app)
+    assert "sleep" not in inspect.getsource(app.tables.on_start)
