@@ -29,8 +29,7 @@ what the worker can have pending.
 per-event statistics (counters by topic and stream, timestamps, runtimes) for faust's own
 ``/stats`` pages and its statsd/Datadog exporters; the worker exports its own Prometheus
 metrics and reads none of them. The lean monitor skips that bookkeeping (the sensor calls
-cost about 6% of the event loop at 1,200 events/s) and keeps everything else, and it carries
-the worker's hook that runs before every offset commit.
+cost about 6% of the event loop at 1,200 events/s) and keeps everything else.
 
 **No second of waiting for tables** (:func:`tables_start_at_once`): faust's table manager
 sleeps 1 s at start for tables declared late; the worker declares its table before starting.
@@ -126,11 +125,7 @@ def room_for_changelog(app: Any, records: int) -> None:
 
 
 class LeanMonitor(Monitor):
-    """faust's monitor without its per-message statistics; ``before_commit`` runs as a commit starts."""
-
-    def __init__(self, before_commit: Callable[[], None] | None = None, **kw: Any) -> None:
-        super().__init__(**kw)
-        self.before_commit = before_commit
+    """faust's monitor without its per-message statistics."""
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         return None
@@ -149,11 +144,6 @@ class LeanMonitor(Monitor):
 
     def on_table_set(self, table: Any, key: Any, value: Any) -> None:
         return None
-
-    def on_commit_initiated(self, consumer: Any) -> Any:
-        if self.before_commit is not None:
-            self.before_commit()
-        return super().on_commit_initiated(consumer)
 
 
 async def broker_reachable(app: Any, timeout_s: float = 3.0) -> bool:

@@ -16,3 +16,7 @@ class DataError(ValueError):
 
 class BrokerError(RuntimeError):
     """The broker cannot be reached or refused a request; the message says which and where."""
+
+
+class DependencyError(RuntimeError):
+    """An installed library at a version the worker's patches were not tested against."""

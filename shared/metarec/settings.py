@@ -79,6 +79,7 @@ class WorkerSettings(KafkaSettings):
     ms_timestamps: Literal["reject", "convert"] = "reject"  # ts >= 1e11 is milliseconds: refuse, or divide
     dead_letter_raw_bytes: int = Field(default=RAW_LIMIT, ge=0, le=MAX_RAW_LIMIT)  # raw bytes kept per DLQ record
     latest_cache: int = Field(default=10000, ge=0)  # last recommendations kept for GET /users/{id}/...
+    state_cache: int = Field(default=10000, ge=0)  # decoded user states kept beside their stored bytes
     group_instance_id: str | None = None  # static group membership (Kubernetes: the pod name)
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)  # a silent member is dropped after this
     leave_group_on_shutdown: bool = True  # a static member leaves at SIGTERM, so its partitions move at once

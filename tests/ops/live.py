@@ -26,6 +26,7 @@ import msgspec
 import yaml
 from kafka import KafkaProducer
 
+from metarec.events import encode
 from tests.broker.conftest import events_of
 from tests.ops.exprs import prom_duration
 
@@ -142,7 +143,8 @@ def labelled_round_robin(sim_events: list, users: int, kinds: tuple[str, ...] = 
 
 
 class EventFeeder:
-    """Produces ``per_tick`` events and one malformed message every ``tick_s`` until stopped.
+    """Produces ``per_tick`` events, one malformed message, one keyless event and one duplicate every
+    ``tick_s`` until stopped.
 
     When the events run out they start again under fresh event ids (so they are new to the worker).
     """
@@ -177,7 +179,9 @@ class EventFeeder:
                 bad = itertools.cycle(MALFORMED)
                 while not self._stop.is_set():
                     batch = self._next(self.per_tick)
-                    for key, value in events_of(batch) + [(b"u-bad", next(bad))]:
+                    # and one malformed message, one without a key (re-keyed) and one sent again (redelivered)
+                    extra = [(b"u-bad", next(bad)), (None, encode(batch[0])), events_of(batch[:1])[0]]
+                    for key, value in events_of(batch) + extra:
                         producer.send(self.topic, key=key, value=value)
                     producer.flush(timeout=30)
                     self.sent += len(batch)

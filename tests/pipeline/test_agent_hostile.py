@@ -108,7 +108,7 @@ def test_a_fuzz_of_100k_payloads_through_the_agent(worker_sinks, sim_events) -> 
         if key == ev.user_id.encode() and raw == encode(ev):
             untouched.setdefault(ev.user_id, set()).add(ev.event_id)
     for user, ids in untouched.items():
-        state = st.loads(a.stored(user.encode()))
+        state = st.loads(a.store.stored(user.encode()))
         assert state.events_seen >= len(ids)
     assert sinks.recs, "the valid events still produce recommendations"
 
@@ -117,14 +117,14 @@ def test_an_exception_while_handling_one_message_dead_letters_it_and_the_agent_g
                                                                                        sim_events) -> None:
     a, sinks = worker_sinks
     good = sim_events[0]
-    original = a._state
+    original = a.store.get
 
     def state(key: bytes | None) -> Any:
         if key == b"poison":
             raise RuntimeError("a bug that only this message hits")
         return original(key)
 
-    a._state = state  # type: ignore[method-assign]
+    a.store.get = state  # type: ignore[method-assign]
     poison = encode(Event(**{**{f: getattr(good, f) for f in good.__struct_fields__}, "user_id": "poison"}))
 
     async def go() -> None:
@@ -232,4 +232,4 @@ def test_a_batch_that_fails_costs_only_the_failing_users_recommendation(worker_s
     run(go())
     assert sorted(r.user_id for r in sinks.recs) == sorted(set(users) - {bad})
     assert sample(a, "metarec_batch_errors_total") == 1
-    assert a.stored(bad.encode()) is not None, "the failing user's state is kept"
+    assert a.store.stored(bad.encode()) is not None, "the failing user's state is kept"

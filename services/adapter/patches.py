@@ -1,0 +1,82 @@
+"""Every patch of faust-streaming, aiokafka and mode internals, and every private field the worker
+reads, behind one module that knows the versions they were tested against.
+
+:func:`check_versions` runs at the worker's start and refuses an untested version with one clear
+line (``METAREC_ALLOW_UNTESTED=1`` overrides it, at your own risk). Each patch has a canary test
+that fails first when an upgrade changes what it relies on (``tests/pipeline/test_faust_fixes.py``,
+``test_faust_tuning.py``, ``test_patches.py``).
+
+=============================  ==========================================================  ==========
+patch / private read           why                                                         upstream
+=============================  ==========================================================  ==========
+keep_queues_on_repeated_resume the first event after a table recovery was dropped           none found
+batch_fetches                  faust's consumer asks for a fetch per record (min_bytes=1)  not exposed
+eager_drain                    a 4-task race per message for a rare rebalance              —
+room_for_changelog             a batch of > 100 changelog records stalled consumption      —
+tables_start_at_once           a 1 s sleep at start for tables declared late               —
+LeanMonitor                    per-message statistics nobody reads                         —
+before_every_commit            the changelog write-behind runs before each offset commit   —
+on_agent_crash                 ``App.agent(on_error=)`` is taken by faust itself           —
+broker_reachable               no public connection state (``Producer._producer.client``)  —
+committed_offsets              no public accessor (``Consumer._committed_offset``)         —
+=============================  ==========================================================  ==========
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from importlib.metadata import version
+from typing import Any
+
+from metarec.errors import DependencyError
+from services.adapter.faust_fixes import keep_queues_on_repeated_resume
+from services.adapter.faust_tuning import (
+    LeanMonitor,
+    batch_fetches,
+    broker_reachable,
+    eager_drain,
+    on_agent_crash,
+    room_for_changelog,
+    tables_start_at_once,
+)
+
+TESTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
+
+__all__ = ["TESTED", "LeanMonitor", "batch_fetches", "before_every_commit", "broker_reachable", "check_versions",
+           "committed_offsets", "eager_drain", "keep_queues_on_repeated_resume", "on_agent_crash",
+           "room_for_changelog", "tables_start_at_once"]
+
+
+def check_versions(installed: Callable[[str], str] = version) -> None:
+    """Refuse library versions the patches here were not tested against."""
+    wrong = {name: installed(name) for name, want in TESTED.items() if installed(name) != want}
+    if wrong and os.environ.get("METAREC_ALLOW_UNTESTED") != "1":
+        got = ", ".join(f"{n} {v} (tested: {TESTED[n]})" for n, v in wrong.items())
+        raise DependencyError(f"the worker patches faust internals and was tested with other versions: {got}; "
+                              "install requirements.lock, or set METAREC_ALLOW_UNTESTED=1 to run anyway")
+
+
+def before_every_commit(consumer: Any, fn: Callable[[], None]) -> None:
+    """Run ``fn`` before every offset commit of ``consumer``: periodic, at a rebalance, at shutdown.
+
+    Every commit of faust's ``Consumer`` (``commit``, ``commit_and_end_transactions``, the one in
+    ``wait_empty``) goes through ``force_commit``; it flushes the producer before it commits, so
+    what ``fn`` sends is on the broker before the offset moves. An explicit hook, not a sensor:
+    durability must not depend on a monitoring class being installed.
+    """
+    original = consumer.force_commit
+    if getattr(original, "_metarec_before", None) is fn:
+        return
+
+    async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
+        fn()
+        return await original(topics, start_new_transaction=start_new_transaction)  # type: ignore[no-any-return]
+
+    force_commit._metarec_before = fn  # type: ignore[attr-defined]
+    consumer.force_commit = force_commit
+
+
+def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
+    """The offsets faust last committed per partition (``Consumer._committed_offset``)."""
+    return getattr(consumer, "_committed_offset", {})  # type: ignore[no-any-return]

@@ -1,0 +1,76 @@
+"""The worker's HTTP side: ``/metrics``, a user's latest recommendation and adapted ONNX model.
+
+The recommendation view answers from :class:`Latest` (the last recommendation sent per user),
+else computes one from the stored state; both views are table routes, so a request that reaches
+the worker not holding the user's partition is forwarded to the one that does.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from metarec.recommendation import Recommendation
+
+if TYPE_CHECKING:
+    from services.adapter.app import Adapter
+
+_ENCODE = msgspec.json.Encoder()
+
+
+def as_json(rec: Recommendation) -> bytes:
+    return _ENCODE.encode(rec)
+
+
+class Latest:
+    """The last recommendation per user, the ``size`` most recently updated users (an LRU)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._recs: OrderedDict[str, Recommendation] = OrderedDict()
+
+    def get(self, user_id: str) -> Recommendation | None:
+        return self._recs.get(user_id)
+
+    def remember(self, rec: Recommendation) -> None:
+        self._recs[rec.user_id] = rec
+        self._recs.move_to_end(rec.user_id)
+        while len(self._recs) > self.size:
+            self._recs.popitem(last=False)
+
+
+def add_routes(adapter: Adapter) -> None:
+    app = adapter.app
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Request) -> Response:
+        ctype = CONTENT_TYPE_LATEST.split("; charset")[0]  # aiohttp takes the charset separately
+        return web.bytes(generate_latest(adapter.metrics.registry), content_type=ctype)
+
+    @app.page("/users/{user_id}/recommendations")
+    class UserRecs(View):
+        @app.table_route(table=adapter.table, match_info="user_id")  # type: ignore[arg-type]
+        async def get(self, request: Request, user_id: str) -> Response:
+            rec = adapter.latest.get(user_id)
+            if rec is None:
+                raw = adapter.store.stored(user_id.encode())
+                if raw is None:
+                    return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
+                rec = await adapter.compute.one(raw)
+                adapter.latest.remember(rec)
+            return self.bytes(as_json(rec), content_type="application/json")
+
+    @app.page("/users/{user_id}/model.onnx")
+    class UserModel(View):
+        @app.table_route(table=adapter.table, match_info="user_id")  # type: ignore[arg-type]
+        async def get(self, request: Request, user_id: str) -> Response:
+            raw = adapter.store.stored(user_id.encode())
+            if raw is None:
+                return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
+            data, seconds = await adapter.compute.export(raw)
+            adapter.metrics.export_seconds.observe(seconds)
+            return self.bytes(data, content_type="application/octet-stream")
