@@ -314,7 +314,7 @@ _register_extensions()
 def main() -> None:
     from pydantic import ValidationError
 
-    from metarec.errors import ArtifactError, BrokerError, DataError
+    from metarec.errors import ArtifactError, BrokerError, DataError, DependencyError
 
     # kafka-python logs each failed connection; without a handler they would reach stderr beside
     # the one line below (the worker's logging still gets them: they propagate to the root logger)
@@ -330,7 +330,7 @@ def main() -> None:
             why = first.get("ctx", {}).get("error", first["msg"])
             err.print(f"[red]error:[/] settings: {why}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
-    except (UserError, DataError, ArtifactError, BrokerError, FileNotFoundError, ValueError) as exc:
+    except (UserError, DataError, ArtifactError, BrokerError, DependencyError, FileNotFoundError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
