@@ -72,6 +72,22 @@ running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; }
 port_open_at() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port_open() { port_open_at "$port"; }
 
+# What both modes share: one node's storage, internal topics and retention.
+storage_properties() {
+  cat <<EOF
+log.dirs=$state/data
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+EOF
+}
+
 write_config() {
   mkdir -p "$state/data" "$state/logs"
   cat >"$state/server.properties" <<EOF
@@ -83,18 +99,9 @@ advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-log.dirs=$state/data
-num.partitions=4
 auto.create.topics.enable=true
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-log.retention.hours=24
 EOF
+  storage_properties >>"$state/server.properties"
 }
 
 # Secure mode: the CA, the broker's certificate and the SCRAM passwords, made once per state folder
@@ -157,19 +164,9 @@ ssl.endpoint.identification.algorithm=https
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 allow.everyone.if.no.acl.found=false
 super.users=User:admin;User:CN=metarec-broker
-log.dirs=$state/data
-num.partitions=4
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
-log.retention.hours=24
 EOF
-  )
+  storage_properties >>"$state/server.properties")
 }
 
 # The SCRAM users exist from the first moment (`format --add-scram`). The arguments go through a
