@@ -155,6 +155,7 @@ class Adapter:
         """The linger timer: start a flush in the background unless one is running."""
         if len(self.pending) and not self._flushing.locked() and (self._task is None or self._task.done()):
             self._task = asyncio.ensure_future(self.flush())
+            self._task.add_done_callback(_log_failure)
 
     async def flush(self, wait: bool = False) -> None:
         """Adapt, score and publish for the pending users, ``batch_max_users`` at a time.
@@ -259,6 +260,12 @@ def _internal_error(exc: Exception, raw: object, topic: str, partition: int, off
     log.error("internal error on %s[%d]@%d, digest %s", topic, partition, offset, digest, exc_info=exc)
     data = raw if isinstance(raw, bytes) else b""
     return Invalid("internal_error", f"{type(exc).__name__} while handling the event (digest {digest})", data)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    """A flush the timer started has no one awaiting it: its failure must reach the log."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a background flush failed", exc_info=task.exception())
 
 
 def create_app(settings: WorkerSettings | None = None, services: Services | None = None,

@@ -19,6 +19,8 @@ before_every_commit            the changelog write-behind runs before each offse
 on_agent_crash                 ``App.agent(on_error=)`` is taken by faust itself           —
 broker_reachable               no public connection state (``Producer._producer.client``)  —
 committed_offsets              no public accessor (``Consumer._committed_offset``)         —
+store_put                      RocksDB store takes the partition from the current event    —
+store_size                     RocksDB store's ``len()`` reads every key                   —
 =============================  ==========================================================  ==========
 """
 
@@ -45,7 +47,7 @@ TESTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "
 
 __all__ = ["TESTED", "LeanMonitor", "batch_fetches", "before_every_commit", "broker_reachable", "check_versions",
            "committed_offsets", "eager_drain", "keep_queues_on_repeated_resume", "on_agent_crash",
-           "room_for_changelog", "tables_start_at_once"]
+           "room_for_changelog", "store_put", "store_size", "tables_start_at_once"]
 
 
 def check_versions(installed: Callable[[str], str] = version) -> None:
@@ -80,3 +82,28 @@ def before_every_commit(consumer: Any, fn: Callable[[], None]) -> None:
 def committed_offsets(consumer: Any) -> Mapping[Any, int | None]:
     """The offsets faust last committed per partition (``Consumer._committed_offset``)."""
     return getattr(consumer, "_committed_offset", {})  # type: ignore[no-any-return]
+
+
+def store_put(data: Any, partition: int, key: bytes, value: bytes) -> None:
+    """Write ``key`` to the table's local store, in ``partition``'s database.
+
+    faust's RocksDB store (``rocksdb://``, through rocksdict) keeps one database per partition and
+    takes the partition from the *current event*, asserting there is one; the worker's write-behind
+    runs between events (before a batch, before a commit), and knows the partition itself. The
+    in-memory store has no partitions.
+    """
+    by_partition = getattr(data, "_db_for_partition", None)
+    if by_partition is None:
+        data[key] = value
+        return
+    data._key_index[key] = partition
+    by_partition(partition).put(key, value)
+
+
+def store_size(table: Any) -> int:
+    """How many users the table holds: RocksDB's own estimate per partition database (counting its
+    keys, as ``len()`` does there, reads every key: seconds for a million users), else ``len()``."""
+    dbs = getattr(table.data, "_dbs", None)
+    if dbs is None or not getattr(getattr(table.data, "rocksdb_options", None), "use_rocksdict", False):
+        return len(table)
+    return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in dbs.values())

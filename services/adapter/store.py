@@ -13,6 +13,7 @@ from collections import OrderedDict
 from typing import Any
 
 from metarec import state as st
+from services.adapter import patches
 
 
 class UserStore:
@@ -24,7 +25,7 @@ class UserStore:
         self._decoded: OrderedDict[bytes, tuple[bytes, st.UserState]] = OrderedDict()  # stored bytes -> state
 
     def __len__(self) -> int:
-        return len(self.table)
+        return patches.store_size(self.table)
 
     def get(self, key: bytes | None) -> st.UserState | None:
         if key is None:
@@ -36,7 +37,7 @@ class UserStore:
         if raw is None:
             return None
         hit = self._decoded.get(key)
-        return hit[1] if hit is not None and hit[0] is raw else st.loads(raw)
+        return hit[1] if hit is not None and (hit[0] is raw or hit[0] == raw) else st.loads(raw)  # RocksDB: a copy
 
     def put(self, key: bytes, partition: int, state: st.UserState) -> None:
         """Remember ``state`` as the user's newest; :meth:`write` makes it durable."""
@@ -58,7 +59,7 @@ class UserStore:
         dirty, self._dirty = self._dirty, {}
         for key, (partition, state) in dirty.items():
             value = st.dumps(state)
-            self.table.data[key] = value  # the local store
+            patches.store_put(self.table.data, partition, key, value)  # the local store
             self._cache(key, value, state)
             self.table.send_changelog(partition, key, value)
 

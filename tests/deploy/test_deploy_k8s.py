@@ -169,7 +169,13 @@ def test_adapter_pod(overlay: str) -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     volumes = {v["name"]: v for v in pod["volumes"]}
     data_mounts = [m for m in c["volumeMounts"] if cfg["METAREC_DATA_DIR"].startswith(m["mountPath"])]
-    assert data_mounts and "emptyDir" in volumes[data_mounts[0]["name"]]
+    assert data_mounts
+    claims = {t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])}
+    if overlay == "prod":  # RocksDB on a volume of each pod's own: a restart reads its state locally
+        assert cfg["METAREC_STORE"] == "rocksdb://"
+        assert data_mounts[0]["name"] in claims and data_mounts[0]["name"] not in volumes
+    else:  # dev: memory store, an emptyDir (the changelog rebuilds the state at each start)
+        assert cfg["METAREC_STORE"] == "memory://" and "emptyDir" in volumes[data_mounts[0]["name"]]
     models = next(m for m in c["volumeMounts"] if cfg["METAREC_MODEL_DIR"].startswith(m["mountPath"]))
     assert models["readOnly"] is True
 

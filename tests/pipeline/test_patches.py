@@ -58,3 +58,52 @@ def test_committed_offsets_reads_faust_s_private_map() -> None:
     app = faust.App("t-patches", broker="kafka://127.0.0.1:1", web_enabled=False)
     assert hasattr(app.consumer, "_committed_offset")  # the canary for committed_offsets
     assert patches.committed_offsets(app.consumer) is app.consumer._committed_offset
+
+
+def test_canary_the_rocksdb_store_keeps_one_database_per_partition_chosen_by_the_event() -> None:
+    """store_put writes where faust's RocksDB store would have, without an event; store_size reads
+    RocksDB's estimate instead of counting keys."""
+    from faust.stores.rocksdb import USE_ROCKSDICT, Store
+
+    src = inspect.getsource(Store._set)
+    assert "current_event()" in src and "self._db_for_partition(partition)" in src
+    assert "self._key_index[key] = partition" in src and "db.put(key, value)" in src
+    assert "_size1" in inspect.getsource(Store._size)  # counting keys one by one
+    assert "self.rocksdb_options = " in inspect.getsource(Store.__init__)
+    import rocksdict
+
+    assert USE_ROCKSDICT is True, "faust uses rocksdict (pinned) as its RocksDB driver"
+    assert hasattr(rocksdict.Rdict, "property_int_value")
+
+
+def test_store_put_and_size_with_per_partition_databases(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import rocksdict
+
+    class Options:
+        use_rocksdict = True
+
+    class Data:
+        rocksdb_options = Options()
+
+        def __init__(self) -> None:
+            self._dbs: dict[int, rocksdict.Rdict] = {}
+            self._key_index: dict[bytes, int] = {}
+
+        def _db_for_partition(self, p: int) -> rocksdict.Rdict:
+            if p not in self._dbs:
+                self._dbs[p] = rocksdict.Rdict(str(tmp_path / f"p{p}"))
+            return self._dbs[p]
+
+    class Table:
+        data = Data()
+
+    t = Table()
+    for i in range(10):
+        patches.store_put(t.data, i % 3, f"u{i}".encode(), b"state")
+    assert t.data._key_index[b"u4"] == 1 and t.data._dbs[1][b"u4"] == b"state"
+    assert patches.store_size(t) == 10
+    for db in t.data._dbs.values():
+        db.close()
+    plain: dict[bytes, bytes] = {}
+    patches.store_put(plain, 0, b"k", b"v")
+    assert plain == {b"k": b"v"}
