@@ -72,7 +72,7 @@ def _train(tmp: Path, quick: bool, family: str = "today") -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="the <= 3 minute suite")
-    ap.add_argument("--only", nargs="*", default=None, help="adapt export score models river e2e")
+    ap.add_argument("--only", nargs="*", default=None, help="adapt export score models river e2e restore")
     ap.add_argument("--e2e-compute", nargs="*", default=["process"], choices=["process", "thread"],
                     help="where the e2e worker adapts and scores (METAREC_COMPUTE); several race side by side")
     ap.add_argument("--e2e-order", nargs="*", default=None, choices=["time", "interleaved"],
@@ -86,11 +86,11 @@ def main() -> None:
     args = ap.parse_args()
     common.RESULTS = args.out or (common.RESULTS / "quick" if args.quick else common.RESULTS)
     common.RESULTS.mkdir(parents=True, exist_ok=True)  # a fresh clone has no bench/results/quick/
-    only = set(args.only or ["adapt", "export", "score", "models", "river", "e2e"])
+    only = set(args.only or ["adapt", "export", "score", "models", "river", "e2e", "restore"])
     t0 = time.time()
     info = common.machine()
     res: dict[str, dict] = {}
-    from bench import adapt_bench, e2e_bench, export_bench, model_bench, river_bench, score_bench
+    from bench import adapt_bench, e2e_bench, export_bench, model_bench, restore_bench, river_bench, score_bench
 
     for name, mod in (("adapt", adapt_bench), ("export", export_bench), ("score", score_bench),
                       ("models", model_bench)):
@@ -100,7 +100,7 @@ def main() -> None:
             print(f"bench {name}: {time.time() - t:.0f} s", flush=True)
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        if {"river", "e2e"} & only:
+        if {"river", "e2e", "restore"} & only:
             t = time.time()
             model_dir = _train(tmp, args.quick)
             print(f"bench train: {time.time() - t:.0f} s", flush=True)
@@ -110,6 +110,16 @@ def main() -> None:
             t = time.time()
             res["river"] = river_bench.run(args.quick, model_dir)
             print(f"bench river: {time.time() - t:.0f} s", flush=True)
+        if "restore" in only:
+            t = time.time()
+            bootstrap, own = _broker()
+            try:
+                res["restore"] = restore_bench.run(args.quick, model_dir, bootstrap, tmp)
+            finally:
+                if own is not None:
+                    subprocess.run(["bash", str(common.ROOT / "deploy" / "kafka" / "kafka.sh"), "down"], env=own)
+            common.write("restore", res["restore"], restore_bench.markdown(res["restore"]))
+            print(f"bench restore: {time.time() - t:.0f} s", flush=True)
         if "e2e" in only:
             t = time.time()
             bootstrap, own = _broker()
@@ -161,6 +171,9 @@ def _summary(res: dict[str, dict], info: dict, quick: bool, seconds: float) -> d
         s.update(river_events_per_s=r["river_biasedmf"]["events_per_s"], river_rmse=r["river_biasedmf"]["rmse"],
                  river_auc=r["river_biasedmf"]["auc"], metarec_prequential_events_per_s=r["metarec"]["events_per_s"],
                  metarec_rmse=r["metarec"]["rmse"], metarec_auc=r["metarec"]["auc"])
+    if "restore" in res:
+        r = res["restore"]
+        s.update(restore_users=r["users"], **{f"restore_s_{k}": v["start_to_ready_s"] for k, v in r["runs"].items()})
     if "e2e" in res:
         cur = res["e2e"]["runs"][0]
         half, full = cur["phases"].get("50%", {}), cur["phases"].get("100%", {})
@@ -185,6 +198,7 @@ def _summary_md(s: dict) -> str:
             "export_ms_patch", "export_ms_retrace", "export_speedup", "evaluated_model_adapt_ratio",
             "evaluated_model_score_ratio", "evaluated_family_adapt_ratio_same_shape",
             "evaluated_family_score_ratio_same_shape", "evaluated_model_adapt_users_per_s", "today_model_adapt_users_per_s",
+            "restore_users", "restore_s_memory", "restore_s_rocksdb_first_start", "restore_s_rocksdb_restart",
             "e2e_events_per_s", "e2e_p50_ms", "e2e_p99_ms",
             "e2e_p99_ms_at_100", "e2e_drain_events_per_s", "e2e_events_per_s_per_worker_core",
             "e2e_worker_cpu_ms_per_event",
