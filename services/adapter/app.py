@@ -69,7 +69,8 @@ class Adapter:
             web_port=s.web_port, web_bind=s.web_host, web_enabled=True,
             topic_partitions=s.partitions, topic_replication_factor=s.replication_factor,
             consumer_auto_offset_reset="earliest", consumer_group_instance_id=s.group_instance_id,
-            broker_session_timeout=s.session_timeout_s, table_standby_replicas=0, logging_config=None,
+            broker_session_timeout=s.session_timeout_s, broker_commit_interval=s.commit_interval_s,
+            table_standby_replicas=0, logging_config=None,  # standbys stalled a partition (see docs/operating.md)
             producer_linger=s.producer_linger_ms / 1000.0, producer_max_batch_size=1 << 18,
             monitor=patches.LeanMonitor(),
         )

@@ -82,6 +82,7 @@ class WorkerSettings(KafkaSettings):
     state_cache: int = Field(default=10000, ge=0)  # decoded user states kept beside their stored bytes
     group_instance_id: str | None = None  # static group membership (Kubernetes: the pod name)
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)  # a silent member is dropped after this
+    commit_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)  # offsets (and the changelog) this often
     leave_group_on_shutdown: bool = True  # a static member leaves at SIGTERM, so its partitions move at once
     log_level: str = "info"
 
