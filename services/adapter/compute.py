@@ -88,12 +88,16 @@ class Compute:
         """:meth:`start_process` and wait until the model is loaded and warm (a bad model fails here)."""
         c = cls.start_process(settings)
         try:
-            assert c._started is not None
-            c._started.result()
+            c.wait_ready()
         except BaseException:
             c.close()
             raise
         return c
+
+    def wait_ready(self) -> None:
+        """:meth:`ready`, blocking (before an event loop runs); raises the child's start error."""
+        if self._started is not None:
+            self._started.result()
 
     async def ready(self) -> None:
         """Wait until the engine can take calls; raises the child's start error if it failed."""

@@ -161,6 +161,14 @@ def worker(
     # what was loaded so far (libraries, the model) lives as long as the process: keep it out of
     # the garbage collector's full passes, which otherwise pause the event loop for ~25-140 ms
     gc.freeze()
+    if compute is not None:  # join the group only once this worker can serve what it is given
+        try:
+            compute.wait_ready()
+        except Exception as exc:  # noqa: BLE001 - whatever the child raised: one line, status 2
+            from metarec.errors import ArtifactError
+
+            raise ArtifactError(f"{settings.model_dir}: the compute child could not load the model: "
+                                f"{type(exc).__name__}: {exc}") from None
     try:
         worker.execute_from_commandline()
     finally:

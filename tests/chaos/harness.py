@@ -212,7 +212,7 @@ def verdict(load: Load, watch: Watch, changelog: dict[str, st.UserState], buffer
     v.latencies.sort()
     if v.latencies:
         q = v.latencies
-        v.figures["latency_s"] = {p: round(q[min(len(q) - 1, int(len(q) * p / 100))], 3) for p in (50, 90, 99)}
+        v.figures["latency_s"] = {f"p{p}": round(q[min(len(q) - 1, int(len(q) * p / 100))], 3) for p in (50, 90, 99)}
         v.figures["latency_s"]["max"] = round(q[-1], 3)
     v.figures["events"] = load.total()
     v.figures["recommendations"] = len(watch.recs)

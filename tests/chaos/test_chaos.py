@@ -160,5 +160,5 @@ def teardown_module() -> None:
         for name, f in FIGURES.items():
             lat = f.get("latency_s", {})
             faults = f.get("failover_s") or f.get("outage_s") or ""
-            lines.append(f"| {name} | {f.get('events')} | {lat.get(50)} | {lat.get(99)} | {lat.get('max')} | {faults} |")
+            lines.append(f"| {name} | {f.get('events')} | {lat.get('p50')} | {lat.get('p99')} | {lat.get('max')} | {faults} |")
         (RESULTS / "chaos.md").write_text("\n".join(lines) + "\n")
