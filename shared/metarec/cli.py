@@ -161,7 +161,9 @@ def worker(
     # what was loaded so far (libraries, the model) lives as long as the process: keep it out of
     # the garbage collector's full passes, which otherwise pause the event loop for ~25-140 ms
     gc.freeze()
-    if compute is not None:  # join the group only once this worker can serve what it is given
+    # a new member joins only once it can serve what a rebalance hands it; a replacement (its static
+    # membership still listed) takes its own partitions back without a rebalance, so it joins at once
+    if compute is not None and not _replacing(settings):
         try:
             compute.wait_ready()
         except Exception as exc:  # noqa: BLE001 - whatever the child raised: one line, status 2
@@ -174,6 +176,17 @@ def worker(
     finally:
         if settings.group_instance_id and settings.leave_group_on_shutdown:
             _leave_group(settings)
+
+
+def _replacing(settings: Any) -> bool:
+    if not settings.group_instance_id:
+        return False
+    from metarec.kafka_io import static_member_present
+
+    try:
+        return static_member_present(settings, settings.app_id, settings.group_instance_id)
+    except Exception:  # noqa: BLE001 - unsure: behave as a new member (wait for the model)
+        return False
 
 
 def _leave_group(settings: Any) -> None:

@@ -134,6 +134,18 @@ def leave_group(settings: KafkaSettings, group: str, instance_id: str) -> None:
         admin.close()
 
 
+def static_member_present(settings: KafkaSettings, group: str, instance_id: str) -> bool:
+    """Whether ``group`` still lists a member with ``group.instance.id`` ``instance_id``: a worker
+    coming back before its session expired, which takes its partitions back without a rebalance."""
+    admin = admin_client(settings, client_id=f"{group}-probe")
+    try:
+        with refused_as_broker_error(settings):
+            info = admin.describe_groups([group]).get(group, {})
+    finally:
+        admin.close()
+    return any(m.get("group_instance_id") == instance_id for m in info.get("members", []))
+
+
 def producer(settings: KafkaSettings, **kw: Any) -> KafkaProducer:
     return _connect(KafkaProducer, settings, linger_ms=5, acks=1, **kw)
 

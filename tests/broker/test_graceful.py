@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from metarec.kafka_io import static_member_present
+from metarec.settings import KafkaSettings
 from tests.broker.conftest import WorkerProcess, consume_json, events_of, produce
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
@@ -33,6 +35,8 @@ def test_sigterm_hands_over_without_reprocessing(worker_env: dict, kafka_bootstr
     log = tmp_path / "worker.log"
     w = WorkerProcess(env, log)
     w.start()
+    settings = KafkaSettings(kafka_bootstrap=kafka_bootstrap)
+    assert static_member_present(settings, env["METAREC_APP_ID"], "graceful-0"), "the coordinator lists it"
     produce(kafka_bootstrap, env["METAREC_TOPIC_EVENTS"], events_of(first))
     deadline = time.monotonic() + 60
     while consumed(w) < len(first) and time.monotonic() < deadline:
@@ -47,6 +51,7 @@ def test_sigterm_hands_over_without_reprocessing(worker_env: dict, kafka_bootstr
     newest = {u: max((r["events_seen"] for r in recs if r["user_id"] == u), default=0) for u in counts}
     assert newest == counts, "every user pending at SIGTERM got its recommendation before the worker left"
     assert "left group" in log.read_text()
+    assert not static_member_present(settings, env["METAREC_APP_ID"], "graceful-0"), "and no longer after it left"
     produce(kafka_bootstrap, env["METAREC_TOPIC_EVENTS"], events_of(second))
     w.start()
     for e in second:
