@@ -144,7 +144,7 @@ class Adapter:
         """Send ``invalid``'s bounded record and wait until the broker has it (retried; see delivery)."""
         value = deadletter.record(invalid, topic, partition, offset, key, raw_limit=self.settings.dead_letter_raw_bytes)
         await deliver(self.send_dead, deadletter.record_key(key), value, what="dead_letter",
-                      retries=self.metrics.delivery_retries, fallback=deadletter.minimal(value))
+                      retries=self.metrics.delivery_retries, fallback=lambda: deadletter.minimal(value))
         self.metrics.dead_lettered.inc()
 
     async def _agent_crashed(self, agent: Any, exc: BaseException) -> None:

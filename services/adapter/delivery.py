@@ -25,11 +25,12 @@ log = logging.getLogger("metarec.delivery")
 
 
 async def deliver(send: Send, key: bytes | None, value: bytes, *, what: str, retries: Counter,
-                  fallback: bytes | None = None, backoff_s: tuple[float, float] = (0.1, 5.0)) -> int:
+                  fallback: Callable[[], bytes] | None = None, backoff_s: tuple[float, float] = (0.1, 5.0)) -> int:
     """``await send(key, value)`` until it succeeds; returns the failed attempts.
 
     ``send`` must return only once the broker acknowledged the record. ``retries`` (labelled by
-    ``what``) counts each failed attempt. With a permanent error, ``fallback`` is sent instead.
+    ``what``) counts each failed attempt. With a permanent error, ``fallback()`` is sent instead (made
+    only then: almost every record is sent as it is).
     """
     failed = 0
     while True:
@@ -42,9 +43,9 @@ async def deliver(send: Send, key: bytes | None, value: bytes, *, what: str, ret
             failed += 1
             retries.labels(what).inc()
             if isinstance(exc, PERMANENT) and fallback is not None:
+                value, fallback = fallback(), None
                 log.warning("%s record refused (%s): sending the %d-byte fallback instead",
-                            what, type(exc).__name__, len(fallback))
-                value, fallback = fallback, None
+                            what, type(exc).__name__, len(value))
                 continue
             delay = min(backoff_s[1], backoff_s[0] * 2 ** (failed - 1))
             log.warning("%s send failed (%s: %.120s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
