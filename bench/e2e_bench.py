@@ -148,10 +148,12 @@ def run(quick: bool, model_dir: Path, bootstrap: str, variant: str = "process",
         evs = [evs[i] for i in np.random.default_rng(0).permutation(len(evs))]
     tag = uuid.uuid4().hex[:10]
     env_topics = {"METAREC_TOPIC_EVENTS": f"bench-{tag}-events", "METAREC_TOPIC_RECOMMENDATIONS": f"bench-{tag}-recs",
-                  "METAREC_TOPIC_DEAD_LETTER": f"bench-{tag}-dlq", "METAREC_APP_ID": f"bench-{tag}-adapter"}
+                  "METAREC_TOPIC_DEAD_LETTER": f"bench-{tag}-dlq", "METAREC_TOPIC_MODELS": f"bench-{tag}-models",
+                  "METAREC_APP_ID": f"bench-{tag}-adapter"}
     settings = KafkaSettings(kafka_bootstrap=bootstrap, topic_events=env_topics["METAREC_TOPIC_EVENTS"],
                              topic_recommendations=env_topics["METAREC_TOPIC_RECOMMENDATIONS"],
-                             topic_dead_letter=env_topics["METAREC_TOPIC_DEAD_LETTER"])
+                             topic_dead_letter=env_topics["METAREC_TOPIC_DEAD_LETTER"],
+                             topic_models=env_topics["METAREC_TOPIC_MODELS"])
     ensure_topics(settings)
     n_sat = 1_500 if quick else 12_000
     probe_s, phase_s, steps = (4.0, 5.0, 3) if quick else (10.0, 20.0, 8)

@@ -86,7 +86,7 @@ def run(quick: bool, model_dir: Path, bootstrap: str, tmp: Path) -> dict[str, An
     fill_s, size = fill(bootstrap, f"{app_id}-users-changelog", users)
     base = {**os.environ, "METAREC_KAFKA_BOOTSTRAP": bootstrap, "METAREC_APP_ID": app_id,
             "METAREC_TOPIC_EVENTS": f"{app_id}-events", "METAREC_TOPIC_RECOMMENDATIONS": f"{app_id}-recs",
-            "METAREC_TOPIC_DEAD_LETTER": f"{app_id}-dlq", "METAREC_PARTITIONS": str(PARTITIONS),
+            "METAREC_TOPIC_DEAD_LETTER": f"{app_id}-dlq", "METAREC_TOPIC_MODELS": f"{app_id}-models", "METAREC_PARTITIONS": str(PARTITIONS),
             "METAREC_WEB_HOST": "127.0.0.1", "OMP_NUM_THREADS": "1",
             "PYTHONPATH": os.pathsep.join([str(common.ROOT / "shared"), str(common.ROOT)])}
     timeout = 120 + users / 500

@@ -62,6 +62,7 @@ def main() -> None:
            "METAREC_TOPIC_EVENTS": f"metarec.demo-{tag}.events",
            "METAREC_TOPIC_RECOMMENDATIONS": f"metarec.demo-{tag}.recommendations",
            "METAREC_TOPIC_DEAD_LETTER": f"metarec.demo-{tag}.dead-letter",
+           "METAREC_TOPIC_MODELS": f"metarec.demo-{tag}.models",
            "METAREC_APP_ID": f"metarec-demo-{tag}",
            "METAREC_MODEL_DIR": str(STATE / "models" / "latest"),
            "METAREC_DATA_DIR": str(STATE / "worker-data"),

@@ -75,6 +75,7 @@ def topic_names() -> dict[str, str]:
         "METAREC_TOPIC_EVENTS": f"t-{tag}-events",
         "METAREC_TOPIC_RECOMMENDATIONS": f"t-{tag}-recs",
         "METAREC_TOPIC_DEAD_LETTER": f"t-{tag}-dlq",
+        "METAREC_TOPIC_MODELS": f"t-{tag}-models",
         "METAREC_APP_ID": f"t-{tag}-adapter",
     }
 

@@ -32,7 +32,9 @@ from services.adapter import patches
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import Compute
 from services.adapter.delivery import deliver
+from services.adapter.follow import Follower
 from services.adapter.gauges import Gauges
+from services.adapter.lifecycle import Lifecycle
 from services.adapter.store import UserStore
 from services.adapter.views import Latest, add_routes, as_json
 
@@ -88,6 +90,11 @@ class Adapter:
         self.send_rec: RecSink = self._send_rec
         self.send_dead: Sink = self._send_dead
         self.send_event: Sink = self._send_event
+        self.lifecycle = Lifecycle(self, self.services.model)  # hot swap and rollback of the served model
+        self.follower = Follower(s, self.lifecycle.on_announcement)
+        self._checking: asyncio.Future[None] | None = None
+        if s.follow_models:
+            self.app.task(self._follow)
         self.agent = self.app.agent(self.events, name="adapt")(self._consume)
         patches.on_agent_crash(self.agent, self._agent_crashed)
         self.app.timer(interval=max(s.linger_ms, 1.0) / 1000.0)(self._tick)
@@ -194,6 +201,7 @@ class Adapter:
             out = await self.compute.batch([t.state for t in part], [self.store.raw(t.state) for t in part],
                                            [t.new for t in part])
             self.gauges.observe(out, len(part))
+            self.lifecycle.observe(out)
             return list(zip(part, out.recs))
 
         try:
@@ -233,6 +241,7 @@ class Adapter:
         while len(self.pending) and await self._compute_ready():
             await self.flush(wait=True)
         self.store.write()  # a no-op unless an event arrived after the last commit
+        self.follower.stop()
         self.compute.close()
         m = self.metrics.registry.get_sample_value
         log.info("stopped: %d events consumed, %d redelivered, %d recommendations sent",
@@ -241,6 +250,20 @@ class Adapter:
 
     async def update_gauges(self) -> None:
         await self.gauges.update(self.app, len(self.store))
+        self.lifecycle.gauges()
+        if self._checking is None or self._checking.done():  # a rollback swaps in the background
+            self._checking = asyncio.ensure_future(self.lifecycle.check())
+            self._checking.add_done_callback(_log_failure)
+
+    async def _follow(self) -> None:
+        self.follower.start(asyncio.get_running_loop())
+
+    async def replace_compute(self, new: Compute) -> None:
+        """Serve from ``new`` from the next batch on (between batches: under the flush lock)."""
+        async with self._flushing:
+            old, self.compute = self.compute, new
+            self.latest = Latest(self.settings.latest_cache)  # answers of the old version
+        old.close()
 
     async def _send_rec(self, rec: Recommendation) -> None:
         await self.recs_topic.send(key=rec.user_id.encode(), value=as_json(rec))
@@ -266,7 +289,7 @@ def _internal_error(exc: Exception, raw: object, topic: str, partition: int, off
 def _log_failure(task: asyncio.Future[None]) -> None:
     """A flush the timer started has no one awaiting it: its failure must reach the log."""
     if not task.cancelled() and task.exception() is not None:
-        log.error("a background flush failed", exc_info=task.exception())
+        log.error("a background task (flush, rollback check) failed", exc_info=task.exception())
 
 
 def create_app(settings: WorkerSettings | None = None, services: Services | None = None,

@@ -44,6 +44,7 @@ class BatchOut:
     adapted: list[float] = field(default_factory=list)
     adapt_s: float = 0.0
     score_s: float = 0.0
+    version: str = ""  # the model version that computed them
 
 
 def _child_start(fields: dict[str, Any], parent: int) -> None:

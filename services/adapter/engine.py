@@ -48,7 +48,8 @@ class Engine:
         live = self.recommender.live_predictions(states, news)
         timings = Timings()
         recs = self.recommender.recommend(states, timings=timings)
-        return BatchOut(recs, live.y, live.init, live.adapted, timings.adapt_s, timings.score_s)
+        return BatchOut(recs, live.y, live.init, live.adapted, timings.adapt_s, timings.score_s,
+                        self.recommender.bundle.version)
 
     def batch_raw(self, raws: Sequence[bytes], n_new: Sequence[int]) -> BatchOut:
         """:meth:`batch` from table bytes; a user's new events are the last ``n`` of its buffer."""

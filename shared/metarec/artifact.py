@@ -72,8 +72,9 @@ def export_onnx(model: RecModel, path: Path) -> None:
         )
 
 
-def save(model: RecModel, vocab: Vocab, out: Path, manifest: dict[str, Any]) -> Path:
-    """Write a new version under ``out`` and point ``out/latest`` at it; returns its path."""
+def save(model: RecModel, vocab: Vocab, out: Path, manifest: dict[str, Any], point_latest: bool = True) -> Path:
+    """Write a new version under ``out`` and (unless ``point_latest`` is false) point ``out/latest``
+    at it; returns its path."""
     cfg_json = model.cfg.to_json()
     cfg_hash = hashlib.sha256(cfg_json.encode()).hexdigest()
     seed = f"{manifest.get('data', {}).get('sha256', '')}{cfg_hash}{time.time_ns()}"
@@ -87,6 +88,8 @@ def save(model: RecModel, vocab: Vocab, out: Path, manifest: dict[str, Any]) -> 
     files = {p.name: sha256_file(p) for p in sorted(d.iterdir())}
     full = {"version": version, "created_at": time.time(), "config_sha256": cfg_hash, **manifest, "files": files}
     (d / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
+    if not point_latest:
+        return d
     latest = out / "latest"
     tmp = out / f".latest-{os.getpid()}"
     tmp.unlink(missing_ok=True)

@@ -266,18 +266,23 @@ def topics(partitions: Annotated[int | None, typer.Option(min=1, help="Partition
 def acls(
     principal: Annotated[str, typer.Option(help="The worker's principal, e.g. User:metarec (its SASL user name).")],
     dry_run: Annotated[bool, typer.Option(help="Print the ACLs, change nothing.")] = False,
+    trainer: Annotated[str | None, typer.Option(
+        help="Also the continual trainer's principal (User:<name>): its ACLs (METAREC_TRAINER_GROUP).")] = None,
 ) -> None:
     """Grant the worker's principal exactly the ACLs it needs (run with an admin's credentials).
 
     The topics and the consumer group are those of this environment (METAREC_TOPIC_*,
     METAREC_APP_ID): run it with the worker's settings and an admin's METAREC_KAFKA_SASL_*."""
-    from metarec.kafka_acls import grant, worker_grants
-    from metarec.settings import WorkerSettings
+    from metarec.kafka_acls import grant, trainer_grants, worker_grants
+    from metarec.settings import TrainerSettings, WorkerSettings
 
-    if not principal.startswith("User:"):
-        raise UserError(f"--principal must look like User:<name>, got {principal!r}")
+    for who in (principal, trainer):
+        if who is not None and not who.startswith("User:"):
+            raise UserError(f"a principal must look like User:<name>, got {who!r}")
     settings = WorkerSettings()
     grants = worker_grants(settings, principal)
+    if trainer is not None:
+        grants += trainer_grants(settings, trainer, TrainerSettings().trainer_group)
     if not dry_run:
         grant(settings, grants)
     for g in grants:
@@ -324,9 +329,12 @@ def export(
 
 def _register_extensions() -> None:
     """Commands that live beside the modules they drive (their heavy imports stay lazy)."""
+    from metarec.cli_continual import models, trainer
     from metarec.evaluate.command import evaluate
 
     app.command()(evaluate)
+    app.command()(trainer)
+    app.add_typer(models, name="models")
 
 
 _register_extensions()

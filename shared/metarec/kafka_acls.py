@@ -9,7 +9,9 @@ nothing it is not granted. The worker needs exactly (``A`` = ``METAREC_APP_ID``)
 - READ, WRITE, CREATE, DESCRIBE on topics whose names start with ``A-``: faust creates, reads and
   writes its own there (the table changelog ``A-users-changelog`` and the partition assignor's
   ``A-__assignor-__leader``; a prefix, so that a new table needs no new grant);
-- READ the consumer group ``A`` (join, fetch and commit offsets).
+- READ the consumer group ``A`` (join, fetch and commit offsets);
+- READ the models topic (it follows the served version, :mod:`metarec.announce`) and WRITE it (a
+  worker that rolls a version back announces it).
 
 Nothing on the cluster: the topics the worker reads and writes exist before it starts
 (``metarec topics``, as an admin), and Kafka since 3.0 lets an idempotent producer write with
@@ -50,6 +52,19 @@ def worker_grants(settings: WorkerSettings, principal: str) -> list[Grant]:
         Grant(principal, "WRITE", "TOPIC", settings.topic_dead_letter),
         *(Grant(principal, op, "TOPIC", prefix, "PREFIXED") for op in ("READ", "WRITE", "CREATE", "DESCRIBE")),
         Grant(principal, "READ", "GROUP", settings.app_id),
+        Grant(principal, "READ", "TOPIC", settings.topic_models),
+        Grant(principal, "WRITE", "TOPIC", settings.topic_models),
+    ]
+
+
+def trainer_grants(settings: KafkaSettings, principal: str, group: str = "metarec-trainer") -> list[Grant]:
+    """The continual trainer's ACLs: READ the events topic and its group ``group`` (offsets only),
+    READ and WRITE the models topic (it announces versions and follows rollbacks)."""
+    return [
+        Grant(principal, "READ", "TOPIC", settings.topic_events),
+        Grant(principal, "READ", "GROUP", group),
+        Grant(principal, "READ", "TOPIC", settings.topic_models),
+        Grant(principal, "WRITE", "TOPIC", settings.topic_models),
     ]
 
 

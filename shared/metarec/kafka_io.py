@@ -96,7 +96,8 @@ def admin_client(settings: KafkaSettings, client_id: str = "metarec-admin") -> K
 
 
 def ensure_topics(settings: KafkaSettings, partitions: int | None = None) -> list[str]:
-    """Create the events, recommendations and dead-letter topics if missing; returns those created."""
+    """Create the events, recommendations, dead-letter and (compacted, one partition) models topics
+    if missing; returns those created."""
     n = partitions or settings.partitions
     admin = admin_client(settings)
     try:
@@ -104,6 +105,9 @@ def ensure_topics(settings: KafkaSettings, partitions: int | None = None) -> lis
             existing = set(admin.list_topics())  # those this principal may describe
             wanted = [settings.topic_events, settings.topic_recommendations, settings.topic_dead_letter]
             new = [NewTopic(t, n, settings.replication_factor) for t in wanted if t not in existing]
+            if settings.topic_models not in existing:  # one key, compacted: the newest announcement stays
+                new.append(NewTopic(settings.topic_models, 1, settings.replication_factor,
+                                    topic_configs={"cleanup.policy": "compact"}))
             if new:
                 try:
                     admin.create_topics(new)
@@ -147,7 +151,7 @@ def static_member_present(settings: KafkaSettings, group: str, instance_id: str)
 
 
 def producer(settings: KafkaSettings, **kw: Any) -> KafkaProducer:
-    return _connect(KafkaProducer, settings, linger_ms=5, acks=1, **kw)
+    return _connect(KafkaProducer, settings, **{"linger_ms": 5, "acks": 1, **kw})
 
 
 def replay(events: Iterable[Event], settings: KafkaSettings, rate: float = 0.0,

@@ -45,6 +45,10 @@ class Metrics:
     batch_errors: Counter
     broker_connected: Gauge
     log_lines_held: Counter
+    model_swaps: Counter
+    model_rollbacks: Counter
+    model_age: Gauge
+    model_live_logloss: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, namespace: str = "metarec") -> Metrics:
@@ -133,9 +137,82 @@ class Metrics:
                 "log_lines_held", "Repeated library log lines held back (see services/adapter/quiet.py).",
                 namespace=ns, registry=r,
             ),
+            model_swaps=Counter(
+                "model_swaps", "Switches to an announced model version (hot swap), by result (ok | failed).",
+                ["result"], namespace=ns, registry=r,
+            ),
+            model_rollbacks=Counter(
+                "model_rollbacks", "Automatic rollbacks: a new version's live adapted quality fell below the "
+                "previous version's.", namespace=ns, registry=r,
+            ),
+            model_age=Gauge(
+                "model_age_seconds", "Seconds since the served model version was created.", namespace=ns, registry=r,
+            ),
+            model_live_logloss=Gauge(
+                "model_live_logloss", "Rolling logloss of the adapted predictions, for the served and the previous "
+                "model version.", ["version", "role"], namespace=ns, registry=r,
+            ),
         )
         for reason in REASONS:  # every series exists from the start, so rates and ratios are defined
             m.events_invalid.labels(reason)
         for what in ("dead_letter", "rekey"):
             m.delivery_retries.labels(what)
+        for result in ("ok", "failed"):
+            m.model_swaps.labels(result)
+        return m
+
+
+@dataclass(frozen=True)
+class TrainerMetrics:
+    """The continual trainer's metrics (``metarec trainer``)."""
+
+    registry: CollectorRegistry
+    events_consumed: Counter
+    rounds: Counter
+    published: Counter
+    rejected: Counter
+    training_seconds: Histogram
+    window_users: Gauge
+    window_events: Gauge
+    last_published: Gauge
+    gate_loss: Gauge
+    rollbacks_seen: Counter
+    new_items: Counter
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry | None = None, namespace: str = "metarec") -> TrainerMetrics:
+        from metarec.continual_reasons import REJECT_REASONS
+
+        r = registry if registry is not None else CollectorRegistry()
+        ns = namespace
+        m = cls(
+            registry=r,
+            events_consumed=Counter("trainer_events_consumed", "Valid events the trainer added to its window.",
+                                    namespace=ns, registry=r),
+            rounds=Counter("trainer_rounds", "Rounds of continual meta-training run.", namespace=ns, registry=r),
+            published=Counter("trainer_versions_published", "Candidates that passed the gate and were announced.",
+                              namespace=ns, registry=r),
+            rejected=Counter("trainer_candidates_rejected", "Candidates the gate discarded, by reason.",
+                             ["reason"], namespace=ns, registry=r),
+            training_seconds=Histogram("trainer_training_seconds", "Seconds per round (training and the gate).",
+                                       namespace=ns, registry=r,
+                                       buckets=(1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200)),
+            window_users=Gauge("trainer_window_users", "Users in the window of recent tasks.", namespace=ns,
+                               registry=r),
+            window_events=Gauge("trainer_window_events", "Events in the window of recent tasks.", namespace=ns,
+                                registry=r),
+            last_published=Gauge("trainer_last_published_timestamp_seconds",
+                                 "When the trainer last announced a version (unix time; 0: not yet).",
+                                 namespace=ns, registry=r),
+            gate_loss=Gauge("trainer_gate_loss", "The last gate's adapted loss on held-out users (logloss, or MAE).",
+                            ["model"], namespace=ns, registry=r),
+            rollbacks_seen=Counter("trainer_rollbacks_seen", "Rollbacks announced by workers or by hand.",
+                                   namespace=ns, registry=r),
+            new_items=Counter("trainer_new_items", "Item ids added to the catalog by published versions.",
+                              namespace=ns, registry=r),
+        )
+        for reason in REJECT_REASONS:
+            m.rejected.labels(reason)
+        for who in ("current", "candidate"):
+            m.gate_loss.labels(who)
         return m

@@ -34,6 +34,7 @@ class KafkaSettings(BaseSettings):
     topic_events: str = "metarec.events"  # keyed by user_id
     topic_recommendations: str = "metarec.recommendations"  # keyed by user_id, JSON
     topic_dead_letter: str = "metarec.dead-letter"  # invalid events with the reason and raw bytes
+    topic_models: str = "metarec.models"  # compacted: the serving model's announcements (metarec.announce)
     partitions: int = Field(default=4, ge=1)  # partitions of the events topic; workers scale up to this
     replication_factor: int = Field(default=1, ge=1)
 
@@ -84,6 +85,9 @@ class WorkerSettings(KafkaSettings):
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)  # a silent member is dropped after this
     commit_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)  # offsets (and the changelog) this often
     leave_group_on_shutdown: bool = True  # a static member leaves at SIGTERM, so its partitions move at once
+    follow_models: bool = True  # switch to each version announced on topic_models (hot swap), between batches
+    rollback_margin: float = Field(default=0.02, ge=0.0)  # adapted logloss worse than the previous version's by this
+    rollback_window: int = Field(default=500, ge=10)  # over this many live predictions: roll back
     log_level: str = "info"
 
     def limits(self) -> Limits:
@@ -91,3 +95,26 @@ class WorkerSettings(KafkaSettings):
         return Limits(max_event_bytes=self.max_event_bytes, max_id_chars=self.max_id_chars,
                       max_context_fields=self.max_context_fields, max_context_chars=self.max_context_chars,
                       max_rating=self.max_rating, max_future_s=self.max_future_s, ms_timestamps=self.ms_timestamps)
+
+
+class TrainerSettings(KafkaSettings):
+    """The continual meta-learning trainer (``metarec trainer``, ``services/trainer``)."""
+
+    trainer_group: str = "metarec-trainer"  # its own consumer group on the events topic
+    models_root: Path = Path("models")  # versions are written here (shared with the workers)
+    trainer_web_port: int = Field(default=6067, ge=0, le=65535)  # /metrics (0: none)
+    trainer_web_host: str = "0.0.0.0"
+    window_users: int = Field(default=5000, ge=2)  # recent users kept (least recently active leave first)
+    window_user_events: int = Field(default=128, ge=2)  # newest events kept per user
+    window_horizon_s: float = Field(default=7 * 86_400.0, gt=0)  # users silent for longer (event time) leave
+    round_every_events: int = Field(default=20_000, ge=1)  # a round after this many new events ...
+    round_every_s: float = Field(default=600.0, gt=0)  # ... or this many seconds (whichever comes first)
+    min_window_users: int = Field(default=50, ge=4)  # no round with fewer users in the window
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)  # newest slice of the window's events: the gate
+    round_steps: int = Field(default=300, ge=1)  # outer steps per round at most
+    round_budget_s: float = Field(default=60.0, gt=0)  # seconds of meta-training per round at most
+    outer_lr: float = Field(default=1e-3, gt=0)  # warm-started: smaller than training from scratch
+    gate_min_gain: float = Field(default=0.0, ge=0.0)  # the candidate's adapted loss must be lower by this
+    torch_threads: int = Field(default=1, ge=1)
+    seed: int = 0
+    log_level: str = "info"

@@ -48,7 +48,8 @@ def deployment(secure_kafka: SecureKafka, model_dir: Path, sim_events: list,
     """Topics made by the admin, the worker's ACLs granted, the worker running as ``metarec``."""
     tag = uuid.uuid4().hex[:10]
     names = {"METAREC_TOPIC_EVENTS": f"s-{tag}-events", "METAREC_TOPIC_RECOMMENDATIONS": f"s-{tag}-recs",
-             "METAREC_TOPIC_DEAD_LETTER": f"s-{tag}-dlq", "METAREC_APP_ID": f"s-{tag}-adapter"}
+             "METAREC_TOPIC_DEAD_LETTER": f"s-{tag}-dlq", "METAREC_TOPIC_MODELS": f"s-{tag}-models",
+             "METAREC_APP_ID": f"s-{tag}-adapter"}
     admin = secure_kafka.env("admin", **names)
     topics = secure_kafka.cli(admin, "topics")
     assert topics.returncode == 0, topics.stderr
@@ -137,7 +138,8 @@ def test_the_worker_holds_exactly_its_acls(deployment: Deployment) -> None:
     worker = WorkerSettings(app_id=deployment.names["METAREC_APP_ID"],
                             topic_events=deployment.names["METAREC_TOPIC_EVENTS"],
                             topic_recommendations=deployment.names["METAREC_TOPIC_RECOMMENDATIONS"],
-                            topic_dead_letter=deployment.names["METAREC_TOPIC_DEAD_LETTER"])
+                            topic_dead_letter=deployment.names["METAREC_TOPIC_DEAD_LETTER"],
+                            topic_models=deployment.names["METAREC_TOPIC_MODELS"])
     tag = deployment.names["METAREC_APP_ID"].split("-")[1]
     held = granted(admin, "User:metarec")
     assert {g for g in held if tag in g.name} == set(worker_grants(worker, "User:metarec"))

@@ -1,0 +1,67 @@
+"""A bounded window of recent user tasks: each user's newest events, the most recently active users.
+
+Bounded three ways: at most ``max_users`` users (the least recently active leave first), at most
+``user_events`` events per user (the oldest leave first), and users whose newest event is older
+than ``horizon_s`` before the newest event seen (event time) leave. Events already held (same
+``event_id``) are not added twice, so re-reading the topic after a restart is harmless.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from metarec.events import Event
+
+
+@dataclass
+class TaskWindow:
+    max_users: int = 5000
+    user_events: int = 128
+    horizon_s: float = 7 * 86_400.0
+    newest_ts: float = 0.0
+    _users: OrderedDict[str, deque[Event]] = field(default_factory=OrderedDict)
+    _events: int = 0
+
+    def add(self, ev: Event) -> bool:
+        """Hold ``ev``; ``False`` if it was already held."""
+        q = self._users.get(ev.user_id)
+        if q is None:
+            q = self._users[ev.user_id] = deque()
+        elif any(e.event_id == ev.event_id for e in q):
+            return False
+        self._users.move_to_end(ev.user_id)
+        q.append(ev)
+        self._events += 1
+        if len(q) > self.user_events:
+            q.popleft()
+            self._events -= 1
+        self.newest_ts = max(self.newest_ts, ev.ts)
+        self._evict()
+        return True
+
+    def _evict(self) -> None:
+        while len(self._users) > self.max_users:
+            _, q = self._users.popitem(last=False)
+            self._events -= len(q)
+        oldest_ok = self.newest_ts - self.horizon_s
+        for uid in list(self._users):  # least recently active first: stop at the first recent one
+            q = self._users[uid]
+            if q and q[-1].ts >= oldest_ok:
+                break
+            self._events -= len(q)
+            del self._users[uid]
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    @property
+    def n_events(self) -> int:
+        return self._events
+
+    def events(self) -> list[Event]:
+        """Every held event, in event-time order."""
+        return sorted((e for q in self._users.values() for e in q), key=lambda e: e.ts)
+
+    def items(self) -> set[str]:
+        return {e.item_id for q in self._users.values() for e in q}
