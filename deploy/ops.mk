@@ -36,7 +36,7 @@ k8s-render: kustomize-install ## render every overlay to .state/k8s/<overlay>.ya
 	@for o in $(K8S_OVERLAYS); do $(KUSTOMIZE) build k8s/overlays/$$o > .state/k8s/$$o.yaml && echo "k8s-render: .state/k8s/$$o.yaml"; done
 
 k8s-validate: kustomize-install ## render the overlays and validate every object offline (k8s + CRD schemas)
-	METAREC_KUSTOMIZE=$(KUSTOMIZE) $(OPS_PYTHON) -m pytest tests/deploy/test_k8s.py -q
+	METAREC_KUSTOMIZE=$(KUSTOMIZE) $(OPS_PYTHON) -m pytest tests/deploy/test_deploy_k8s.py -q
 
 deploy-test: ops-tools ## all deploy tests: compose, Dockerfile, promtool, dashboard, k8s
 	METAREC_KUSTOMIZE=$(KUSTOMIZE) $(OPS_PYTHON) -m pytest tests/deploy -q -m deploy

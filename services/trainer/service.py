@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from metarec import announce
+from metarec.errors import BrokerError
 from metarec.kafka_io import _connect, ensure_topics, refused_as_broker_error
 from metarec.settings import TrainerSettings
 from services.trainer.app import Trainer
@@ -37,15 +38,41 @@ def _start_offsets(c: KafkaConsumer, tps: list[TopicPartition], settings: Traine
     return out
 
 
+def _create_topics(settings: TrainerSettings) -> None:
+    """Where this principal may (a dev cluster), create the missing topics; on a secured cluster an admin
+    has made them (``metarec topics``) and the trainer's ACLs do not allow it: that is fine."""
+    try:
+        ensure_topics(settings)
+    except BrokerError as exc:
+        log.info("not creating topics (%s); waiting for them to exist", exc)
+
+
+def _wait_for_topics(c: KafkaConsumer, settings: TrainerSettings, stop: threading.Event) -> set[int] | None:
+    """The events topic's partitions, once both topics exist (``None`` if stopped first)."""
+    said = False
+    while not stop.is_set():
+        c.topics()  # refreshes the metadata
+        parts = c.partitions_for_topic(settings.topic_events)
+        if parts and c.partitions_for_topic(settings.topic_models):
+            return set(parts)
+        if not said:
+            log.warning("waiting for the topics %s and %s to exist", settings.topic_events, settings.topic_models)
+            said = True
+        stop.wait(2.0)
+    return None
+
+
 def run(settings: TrainerSettings, trainer: Trainer, stop: threading.Event, poll_ms: int = 500) -> None:
     """Consume until ``stop`` is set."""
-    ensure_topics(settings)
+    _create_topics(settings)
     with refused_as_broker_error(settings):
         c: KafkaConsumer = _connect(KafkaConsumer, settings, group_id=settings.trainer_group,
                                     enable_auto_commit=False, client_id="metarec-trainer",
                                     max_poll_records=2000)
     try:
-        parts = c.partitions_for_topic(settings.topic_events) or set()
+        parts = _wait_for_topics(c, settings, stop)
+        if parts is None:
+            return
         events = [TopicPartition(settings.topic_events, p) for p in sorted(parts)]
         models = TopicPartition(settings.topic_models, 0)
         c.assign([*events, models])

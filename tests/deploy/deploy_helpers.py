@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from metarec.metrics import Metrics
+from metarec.metrics import Metrics, TrainerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -24,9 +24,11 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 
 def exported_metric_names() -> set[str]:
-    """Every sample name the worker can export, from a fresh registry (never hard-coded twice)."""
+    """Every sample name the worker and the continual trainer can export, from fresh registries
+    (never hard-coded twice)."""
     registry = CollectorRegistry()
     Metrics.create(registry)
+    TrainerMetrics.create(registry)  # its names all start metarec_trainer_: no clash with the worker's
     names: set[str] = set()
     for family in registry.collect():
         names.update(family.name + s for s in _SUFFIXES.get(family.type, ("",)))

@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 from deploy_helpers import DEPLOY, REPO, load_yaml
 
-from metarec.settings import KafkaSettings, WorkerSettings
+from metarec.settings import KafkaSettings, TrainerSettings, WorkerSettings
 
 pytestmark = pytest.mark.deploy
 
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
 WEB_PORT = WorkerSettings.model_fields["web_port"].default
-SETTINGS_ENV = {f"METAREC_{n.upper()}" for n in (*WorkerSettings.model_fields, *KafkaSettings.model_fields)}
+TRAINER_PORT = TrainerSettings.model_fields["trainer_web_port"].default
+SETTINGS_ENV = {f"METAREC_{n.upper()}" for n in
+                (*WorkerSettings.model_fields, *TrainerSettings.model_fields, *KafkaSettings.model_fields)}
 PINNED_TAG = re.compile(r"^[^:@\s]+(:[\w][\w.-]*)(@sha256:[0-9a-f]{64})?$")
 
 
@@ -29,10 +31,12 @@ def metarec_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_services_present(compose: dict[str, Any]) -> None:
     svc = compose["services"]
-    for name in ("kafka", "prometheus", "grafana", "trainer", "replay", "adapter-1", "adapter-2"):
+    for name in ("kafka", "prometheus", "grafana", "train", "trainer", "replay", "adapter-1", "adapter-2"):
         assert name in svc, name
     workers = [n for n, s in svc.items() if s.get("command") == ["worker"]]
     assert len(workers) == 2
+    assert svc["trainer"]["command"] == ["trainer"]  # the continual trainer, long-running
+    assert svc["trainer"]["restart"] == "unless-stopped" and svc["train"]["restart"] == "no"
 
 
 def test_every_image_is_pinned(compose: dict[str, Any]) -> None:
@@ -74,7 +78,7 @@ def test_env_vars_are_real_settings(compose: dict[str, Any]) -> None:
         env = s.get("environment", {})
         assert isinstance(env, dict), f"{name}: use the mapping form for environment"
         unknown = {k for k in env if k.startswith("METAREC_")} - SETTINGS_ENV
-        assert not unknown, f"{name}: {sorted(unknown)} are not fields of WorkerSettings/KafkaSettings"
+        assert not unknown, f"{name}: {sorted(unknown)} are not fields of WorkerSettings/TrainerSettings/KafkaSettings"
         assert all(k.startswith("METAREC_") for k in env), f"{name}: non-METAREC_ env {sorted(env)}"
 
 
@@ -89,6 +93,32 @@ def test_ports_agree_with_settings(compose: dict[str, Any]) -> None:
     targets = {t for j in prom["scrape_configs"] if j["job_name"] == "metarec-adapter"
                for sc in j["static_configs"] for t in sc["targets"]}
     assert targets == {f"{n}:{WEB_PORT}" for n in workers}
+    trainer = compose["services"]["trainer"]
+    port = int(trainer["environment"].get("METAREC_TRAINER_WEB_PORT", TRAINER_PORT))
+    assert port == TRAINER_PORT
+    assert [p.rsplit(":", 1)[1] for p in trainer["ports"]] == [str(port)]
+    assert f":{port}/metrics" in " ".join(trainer["healthcheck"]["test"])
+    trainer_targets = {t for j in prom["scrape_configs"] if j["job_name"] == "metarec-trainer"
+                       for sc in j["static_configs"] for t in sc["targets"]}
+    assert trainer_targets == {f"trainer:{port}"}
+
+
+def test_trainer_and_workers_share_the_models_volume_at_one_path(compose: dict[str, Any]) -> None:
+    """An announcement names the version directory as the trainer sees it: every worker must see it there."""
+    svc = compose["services"]
+
+    def models_mount(name: str) -> tuple[str, str]:
+        (m,) = [v for v in svc[name]["volumes"] if v.split(":")[0] == "models"]
+        path, *mode = m.split(":")[1:]
+        return path, (mode or ["rw"])[0]
+
+    root = svc["trainer"]["environment"]["METAREC_MODELS_ROOT"]
+    assert models_mount("trainer") == (root, "rw") and models_mount("train") == (root, "rw")
+    for name, s in svc.items():
+        if s.get("command") == ["worker"]:
+            assert models_mount(name) == (root, "ro"), name
+            assert s["environment"]["METAREC_MODEL_DIR"].startswith(root + "/"), name
+    assert svc["trainer"]["depends_on"]["train"]["condition"] == "service_completed_successfully"
 
 
 def test_bootstrap_points_at_the_kafka_listener(compose: dict[str, Any]) -> None:
@@ -107,6 +137,8 @@ def test_topics_agree_with_the_environment(compose: dict[str, Any]) -> None:
     assert f"--topic {env['METAREC_TOPIC_EVENTS']} --partitions {partitions} " in script
     changelog = f"{env['METAREC_APP_ID']}-users-changelog"
     assert re.search(rf"--topic {re.escape(changelog)} --partitions {partitions} .*cleanup.policy=compact", script)
+    models = env["METAREC_TOPIC_MODELS"]  # one key, compacted: the newest announcement stays
+    assert re.search(rf"--topic {re.escape(models)} --partitions 1 .*cleanup.policy=compact", script)
 
 
 def dockerfile() -> tuple[list[str], dict[str, str]]:

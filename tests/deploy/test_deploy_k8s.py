@@ -4,10 +4,12 @@ against the CRD schemas in k8s/schemas/."""
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import subprocess
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -16,13 +18,15 @@ import pytest
 import yaml
 from deploy_helpers import DEPLOY, K8S, tool
 
-from metarec.settings import WorkerSettings
+from metarec.announce import models_root_of
+from metarec.kafka_acls import Grant, trainer_grants, worker_grants
+from metarec.settings import TrainerSettings, WorkerSettings
 
 pytestmark = pytest.mark.deploy
 
 K8S_VERSION = "1.33.0"
 OVERLAYS = ("dev", "prod")
-SETTINGS_ENV = {f"METAREC_{n.upper()}" for n in WorkerSettings.model_fields}
+SETTINGS_ENV = {f"METAREC_{n.upper()}" for n in (*WorkerSettings.model_fields, *TrainerSettings.model_fields)}
 # Read by the worker for Kafka static membership but not (yet) a WorkerSettings field.
 PENDING_SETTINGS: set[str] = set()  # env names the manifests may set before a settings field exists
 CRD_SCHEMAS = {
@@ -103,6 +107,10 @@ MUTATIONS = [
     ("KafkaNodePool", None, lambda o: o["spec"].pop("roles")),
     ("ScaledObject", "metarec-adapter", lambda o: o["spec"].pop("triggers")),
     ("ServiceMonitor", "metarec-adapter", lambda o: o["spec"]["endpoints"][0].__setitem__("interval", "15 seconds")),
+    ("KafkaUser", "metarec-trainer", lambda o: o["spec"]["authorization"]["acls"][0]["operations"].append("Eat")),
+    ("KafkaUser", "metarec-trainer", lambda o: o["spec"]["authorization"]["acls"][0]["resource"]
+     .__setitem__("patternType", "prefixed")),
+    ("Deployment", "metarec-trainer", lambda o: o["spec"]["strategy"].__setitem__("kind", "Recreate")),
 ]
 
 
@@ -140,12 +148,12 @@ def test_env_names_are_settings(overlay: str) -> None:
     objs = render(overlay)
     names = set(config(objs))
     for o in objs:
-        if o["kind"] in ("StatefulSet", "CronJob"):
-            spec = o["spec"]["template"]["spec"] if o["kind"] == "StatefulSet" else \
-                o["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        if o["kind"] in ("StatefulSet", "Deployment", "CronJob"):
+            spec = o["spec"]["jobTemplate"]["spec"]["template"]["spec"] if o["kind"] == "CronJob" else \
+                o["spec"]["template"]["spec"]
             names |= {e["name"] for c in spec["containers"] for e in c.get("env", [])}
     unknown = names - SETTINGS_ENV - PENDING_SETTINGS
-    assert not unknown, f"not WorkerSettings fields: {sorted(unknown)}"
+    assert not unknown, f"not WorkerSettings/TrainerSettings fields: {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -190,11 +198,117 @@ def test_monitoring_objects(overlay: str) -> None:
     assert sm["spec"]["endpoints"][0]["port"] == svc["spec"]["ports"][0]["name"]
     headless = one(objs, "Service", "metarec-adapter-headless")
     assert "metarec.io/headless" in headless["metadata"]["labels"]  # excluded by the ServiceMonitor
-    for kind in ("PodDisruptionBudget", "NetworkPolicy", "CronJob", "Kafka", "KafkaUser"):
+    for kind in ("PodDisruptionBudget", "NetworkPolicy", "CronJob", "Deployment", "Kafka", "KafkaUser"):
         assert any(o["kind"] == kind for o in objs), kind
     dash = one(objs, "ConfigMap", "metarec-grafana-dashboard")
     assert dash["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dash["data"]["metarec.json"]) == json.loads((DEPLOY / "grafana/dashboards/metarec.json").read_text())
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"] if obj["kind"] == "CronJob" else \
+        obj["spec"]["template"]["spec"]
+
+
+def models_mount(obj: dict[str, Any], container: dict[str, Any]) -> tuple[str, bool]:
+    """(mount path, read-only) of the metarec-models claim in ``container`` of ``obj``'s pod."""
+    volumes = {v["name"]: v for v in pod_spec(obj)["volumes"]}
+    (m,) = [m for m in container["volumeMounts"]
+            if volumes.get(m["name"], {}).get("persistentVolumeClaim", {}).get("claimName") == "metarec-models"]
+    return m["mountPath"], bool(m.get("readOnly", False))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_continual_trainer(overlay: str) -> None:
+    objs = render(overlay)
+    cfg = config(objs)
+    dep = one(objs, "Deployment", "metarec-trainer")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}  # never two
+    pod = pod_spec(dep)
+    (c,) = pod["containers"]
+    assert c["args"] == ["trainer"]
+    port = TrainerSettings.model_fields["trainer_web_port"].default
+    assert int(cfg["METAREC_TRAINER_WEB_PORT"]) == port
+    assert c["ports"] == [{"name": "http", "containerPort": port}]
+    for probe in ("livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"] == {"path": "/metrics", "port": "http"}, probe
+    assert c["resources"]["requests"] and c["resources"]["limits"]["memory"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    for container in (*pod["initContainers"], c):
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, container["name"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in c["env"] if "valueFrom" in e}
+    assert env["METAREC_KAFKA_SASL_USERNAME"] == env["METAREC_KAFKA_SASL_PASSWORD"] == "metarec-trainer-kafka-credentials"
+
+    # one models volume at one path: the trainer writes, the workers read what the announcements name
+    root = cfg["METAREC_MODELS_ROOT"]
+    assert models_mount(dep, c) == (root, False)
+    sts = one(objs, "StatefulSet", "metarec-adapter")
+    assert models_mount(sts, pod_spec(sts)["containers"][0]) == (root, True)
+    assert str(models_root_of(Path(cfg["METAREC_MODEL_DIR"]))) == root
+    cron = one(objs, "CronJob", "metarec-trainer")
+    assert models_mount(cron, pod_spec(cron)["containers"][0]) == (root, False)
+    assert cron["spec"]["suspend"] is True  # it makes the first model; two trainers would both move latest
+    pvc = one(objs, "PersistentVolumeClaim", "metarec-models")
+    # several pods mount the claim, on any node in prod; dev's ReadWriteOnce holds them on one node
+    assert pvc["spec"]["accessModes"] == (["ReadWriteMany"] if overlay == "prod" else ["ReadWriteOnce"])
+
+    svc = one(objs, "Service", "metarec-trainer")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert svc["spec"]["selector"].items() <= labels.items()
+    assert not svc["spec"]["selector"].items() <= cron["spec"]["jobTemplate"]["spec"]["template"]["metadata"][
+        "labels"].items(), "the Service must not select the batch CronJob's pods"
+    assert svc["spec"]["ports"] == [{"name": "http", "port": port, "targetPort": "http"}]
+    sm = one(objs, "ServiceMonitor", "metarec-trainer")  # job="metarec-trainer": the lifecycle alerts' job
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] == "http"
+    policies = [p for p in objs if p["kind"] == "NetworkPolicy"
+                and p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+    assert any(port in [pt["port"] for rule in p["spec"].get("ingress", []) for pt in rule["ports"]] for p in policies)
+
+
+def acls(user: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    """(resource type, name, pattern, operation) for each ALLOW rule of a KafkaUser."""
+    out = set()
+    for rule in user["spec"]["authorization"]["acls"]:
+        assert rule.get("type", "allow") == "allow" and rule.get("host", "*") == "*"
+        r = rule["resource"]
+        out |= {(r["type"], r["name"], r.get("patternType", "literal"), op) for op in rule["operations"]}
+    return out
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_models_topic_and_acls(overlay: str) -> None:
+    objs = render(overlay)
+    cfg = config(objs)
+    topics = {t["spec"]["topicName"]: t["spec"] for t in objs if t["kind"] == "KafkaTopic"}
+    models = topics[cfg["METAREC_TOPIC_MODELS"]]
+    assert models["partitions"] == 1 and models["config"]["cleanup.policy"] == "compact"
+
+    assert one(objs, "Kafka", "metarec")["spec"]["kafka"]["authorization"]["type"] == "simple"
+    users = {u["metadata"]["name"]: u for u in objs if u["kind"] == "KafkaUser"}
+    assert set(users) == {"metarec-adapter", "metarec-trainer"}
+    worker = WorkerSettings.model_construct(  # the names only: no connection settings to validate
+        app_id=cfg["METAREC_APP_ID"], topic_events=cfg["METAREC_TOPIC_EVENTS"],
+        topic_recommendations=cfg["METAREC_TOPIC_RECOMMENDATIONS"], topic_dead_letter=cfg["METAREC_TOPIC_DEAD_LETTER"],
+        topic_models=cfg["METAREC_TOPIC_MODELS"])
+    pattern = {"LITERAL": "literal", "PREFIXED": "prefix"}
+
+    def strimzi(grants: list[Grant]) -> set[tuple[str, str, str, str]]:
+        return {(g.resource.lower(), g.name, pattern[g.pattern], g.operation.capitalize()) for g in grants}
+
+    # what `metarec acls` grants on a cluster without Strimzi, no more and no less
+    assert acls(users["metarec-adapter"]) == strimzi(worker_grants(worker, "User:metarec-adapter"))
+    # kafka_io.ensure_topics at the trainer's start: a topic it may not describe, it would try to create
+    describe = {("topic", cfg[k], "literal", "Describe")
+                for k in ("METAREC_TOPIC_RECOMMENDATIONS", "METAREC_TOPIC_DEAD_LETTER")}
+    assert acls(users["metarec-trainer"]) == strimzi(
+        trainer_grants(worker, "User:metarec-trainer", cfg["METAREC_TRAINER_GROUP"])) | describe
+    for name, user in users.items():  # each user's password Secret is the one its pods log in with
+        secret = user["spec"]["authentication"]["password"]["valueFrom"]["secretKeyRef"]["name"]
+        if overlay == "dev":
+            data = one(objs, "Secret", secret)["data"]
+            assert base64.b64decode(data["METAREC_KAFKA_SASL_USERNAME"]).decode() == name
 
 
 def test_kraft_node_pools() -> None:

@@ -59,7 +59,9 @@ def test_required_alerts_exist() -> None:
     for name in ("MetarecWorkerDown", "MetarecWorkerAbsent", "MetarecConsumerLagGrowing",
                  "MetarecDeadLetterSpike", "MetarecLatencySLOBreach",
                  "MetarecAdaptedLoglossWorseThanInit", "MetarecAdaptedAUCBelowInit", "MetarecAgentRestarted",
-                 "MetarecBrokerUnreachable", "MetarecDeliveryRetrying", "MetarecBatchErrors"):
+                 "MetarecBrokerUnreachable", "MetarecDeliveryRetrying", "MetarecBatchErrors",
+                 "MetarecModelStale", "MetarecModelRolledBack", "MetarecModelSwapFailed", "MetarecTrainerDown",
+                 "MetarecTrainerRejecting", "MetarecTrainerRoundFailed"):
         assert name in alerts
     assert all(r.get("labels", {}).get("severity") for r in rules() if "alert" in r)
 
@@ -67,8 +69,14 @@ def test_required_alerts_exist() -> None:
 def test_scrape_job_matches_the_rules() -> None:
     cfg = load_yaml(PROM / "prometheus.yml")
     jobs = {j["job_name"]: j for j in cfg["scrape_configs"]}
-    assert "metarec-adapter" in jobs
+    assert "metarec-adapter" in jobs and "metarec-trainer" in jobs
     assert any('job="metarec-adapter"' in r["expr"] for r in rules())
+    assert any('job="metarec-trainer"' in r["expr"] for r in rules())
+
+
+def test_every_rule_file_is_unit_tested() -> None:
+    tested = load_yaml(PROM / "tests" / "alerts_test.yml")["rule_files"]
+    assert sorted((PROM / "tests" / f).resolve() for f in tested) == [p.resolve() for p in RULE_FILES]
 
 
 def test_promql_name_extraction() -> None:

@@ -3,7 +3,8 @@
 Pure (no Prometheus, no worker): :func:`dashboard_queries` substitutes Grafana's variables the
 way Grafana would for a live panel; :func:`rule_queries` turns each alert into the expression
 plus its non-comparison sides (a healthy system's alert returns nothing, its sides must not);
-:func:`operands` is the small top-level PromQL splitter behind that.
+:func:`operands` is the small top-level PromQL splitter behind that; :func:`needs_a_trainer` tells
+the expressions over the continual trainer's series, which a worker alone cannot make return.
 """
 
 from __future__ import annotations
@@ -145,6 +146,15 @@ def rule_queries(rule_files: list[Path]) -> list[Query]:
         if sides != [expr]:
             out += [Query(f"alert {rule['alert']}, side {i}", s) for i, s in enumerate(sides, 1)]
     return out
+
+
+def needs_a_trainer(expr: str, trainer_metrics: set[str], trainer_job: str) -> bool:
+    """True when ``expr`` selects one of the trainer's metrics (family names, e.g.
+    ``metarec_trainer_rounds``) or its scrape target (``job="<trainer_job>"``, ``=~`` too)."""
+    if re.search(r'\bjob\s*=~?\s*"' + re.escape(trainer_job) + '"', expr):
+        return True
+    return any(re.search(rf"\b{re.escape(name)}(?:_total|_bucket|_sum|_count|_info)?\b", expr)
+               for name in trainer_metrics)
 
 
 # ---------------------------------------------------------------- a top-level PromQL splitter

@@ -35,6 +35,7 @@ PROM_DIR = ROOT / "deploy" / "prometheus"
 PROJECT_CONFIG = PROM_DIR / "prometheus.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "metarec.json"
 ADAPTER_JOB = "metarec-adapter"  # the job the rules and the dashboard's $job select
+TRAINER_JOB = "metarec-trainer"  # the continual trainer's job (deploy/prometheus/prometheus.yml, $trainer_job)
 
 
 def _project_config() -> dict[str, Any]:

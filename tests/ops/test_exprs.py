@@ -9,6 +9,7 @@ import pytest
 from tests.ops.exprs import (
     dashboard_queries,
     grafana_builtins,
+    needs_a_trainer,
     operands,
     parse_duration,
     rule_queries,
@@ -56,3 +57,18 @@ def test_every_project_expression_becomes_a_query() -> None:
     rules = rule_queries(RULE_FILES)
     assert {q.where for q in rules if not q.must_return} == {q.where.split(",")[0] for q in rules if "alert" in q.where}
     assert all(q.must_return for q in rules if "recording" in q.where)
+
+
+@pytest.mark.parametrize(("expr", "needs"), [
+    ("sum(increase(metarec_trainer_rounds_total[6h])) >= 3", True),
+    ('histogram_quantile(0.5, sum by (le) (rate(metarec_trainer_training_seconds_bucket{job=~"x"}[1h])))', True),
+    ('count(up{job="metarec-trainer"})', True),
+    ('max(metarec_model_age_seconds) > 21600 and on() count(up{job = "metarec-trainer"}) > 0', True),
+    ("max(metarec_model_age_seconds)", False),
+    ('up{job="metarec-adapter"} == 0', False),
+    ('up{job="metarec-trainer-canary"}', False),
+    ("metarec_trainer_rounds_totally_else", False),
+])
+def test_needs_a_trainer(expr: str, needs: bool) -> None:
+    names = {"metarec_trainer_rounds", "metarec_trainer_training_seconds"}
+    assert needs_a_trainer(expr, names, "metarec-trainer") is needs
