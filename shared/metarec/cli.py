@@ -66,13 +66,27 @@ def simulate(
     items: Annotated[int, typer.Option(min=2, help="Catalog size.")] = 500,
     mean_events: Annotated[float, typer.Option(min=1.0, help="Mean events per user.")] = 60.0,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    drift_at: Annotated[float | None, typer.Option(
+        min=0.0, max=1.0, help="Shift tastes and popularity at this fraction of the time span.")] = None,
+    new_items: Annotated[int, typer.Option(min=0, help="Items that arrive at the shift (with --drift-at).")] = 0,
+    after_out: Annotated[Path | None, typer.Option(
+        help="With --drift-at: write the events from the shift on here, and only those before it to --out.")] = None,
 ) -> None:
-    """Write a synthetic event log from the seeded simulator."""
+    """Write a synthetic event log from the seeded simulator (optionally with a drift)."""
     from metarec.data import write_jsonl
     from metarec.data.simulate import SimConfig
     from metarec.data.simulate import simulate as run
 
-    events = run(SimConfig(users=users, items=items, mean_events=mean_events, seed=seed))
+    if (new_items or after_out is not None) and drift_at is None:
+        raise UserError("--new-items and --after-out need --drift-at")
+    cfg = SimConfig(users=users, items=items, mean_events=mean_events, seed=seed, drift_at=drift_at,
+                    new_items=new_items)
+    events = run(cfg)
+    if after_out is not None:
+        cut = cfg.drift_ts()
+        n_after = write_jsonl([e for e in events if e.ts >= cut], after_out)
+        events = [e for e in events if e.ts < cut]
+        out.print(f"wrote {n_after} events from the shift on to {after_out}")
     n = write_jsonl(events, out_path)
     out.print(f"wrote {n} events for {users} users and {items} items to {out_path}")
 

@@ -118,6 +118,8 @@ def test_the_worker_serves_the_trainers_new_version_without_restarting(kafka_boo
                             lambda m: any(x["user_id"] == user and x["events_seen"] == sent[user] + 1 for x in m))
         last = [x for x in msgs if x["user_id"] == user][-1]
         assert last["model_version"] == v1 and last["events_seen"] == sent[user] + 1
+        wait_for("the trainer following the rollback", lambda: f"following rollback of version {v1}" in trainer_log(),
+                 60, log=lambda: trainer_log()[-3000:])
         listing = subprocess.run([sys.executable, "-m", "metarec", "models", "list"], env={**env, "COLUMNS": "200"},
                                  capture_output=True, text=True, timeout=60)
         assert listing.returncode == 0 and v1 in listing.stdout and v2 in listing.stdout, listing.stderr
