@@ -14,7 +14,6 @@ share this process's interpreter lock. HTTP views are in :mod:`services.adapter.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -31,9 +30,9 @@ from metarec.settings import WorkerSettings
 from services.adapter import patches
 from services.adapter.bootstrap import Services, bootstrap
 from services.adapter.compute import Compute
-from services.adapter.delivery import deliver
+from services.adapter.delivery import deliver, internal_error
 from services.adapter.follow import Follower
-from services.adapter.gauges import Gauges
+from services.adapter.gauges import Gauges, RecoveryWatch
 from services.adapter.lifecycle import Lifecycle
 from services.adapter.store import UserStore
 from services.adapter.views import Latest, add_routes, as_json
@@ -62,6 +61,7 @@ class Adapter:
         self.latest = Latest(s.latest_cache)
         self.gauges = Gauges(self.metrics, s.quality_window, s.topic_events)
         self.limits = s.limits()
+        self.recovery = RecoveryWatch(s.recovery_stall_s)
         self._flushing = asyncio.Lock()
         self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
         self._watch: asyncio.Future[bool] | None = None  # waits for the compute child's start
@@ -125,7 +125,7 @@ class Adapter:
             out = apply(raw, key, self.store.get(key), s.buffer_size, s.consumed_size, self.limits,
                         position=(partition, offset))
         except Exception as exc:  # noqa: BLE001 - a bug or a hostile input: this message only
-            out = _internal_error(exc, raw, topic, partition, offset)
+            out = internal_error(exc, raw, topic, partition, offset)
         if isinstance(out, Invalid):
             m.events_invalid.labels(out.reason).inc()
             await self.dead_letter(out, key, topic, partition, offset)
@@ -250,6 +250,14 @@ class Adapter:
 
     async def update_gauges(self) -> None:
         await self.gauges.update(self.app, len(self.store))
+        recovering, left = patches.recovery_progress(self.app)
+        self.metrics.recovery_remaining.set(max(left, 0))
+        idle = self.recovery.observe(time.monotonic(), recovering, left)
+        if idle is not None:  # faust issue 74: a restart recovers where this one hangs
+            log.critical("the table recovery made no progress for %.0f s (%d changelog records left); stopping "
+                         "the worker so that it is restarted (METAREC_RECOVERY_STALL_S)", idle, left)
+            await self.app.crash(RuntimeError("table recovery stalled"))
+            return
         self.lifecycle.gauges()
         if self._checking is None or self._checking.done():  # a rollback swaps in the background
             self._checking = asyncio.ensure_future(self.lifecycle.check())
@@ -273,17 +281,6 @@ class Adapter:
 
     async def _send_event(self, key: bytes | None, value: bytes) -> None:
         await (await self.events.send(key=key, value=value, force=True))
-
-
-def _internal_error(exc: Exception, raw: object, topic: str, partition: int, offset: int) -> Invalid:
-    """The dead letter of a message whose handling raised: the type and a digest, no stack.
-
-    The full traceback goes to the log under the same digest, for whoever reads the record.
-    """
-    digest = hashlib.sha256(f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")).hexdigest()[:12]
-    log.error("internal error on %s[%d]@%d, digest %s", topic, partition, offset, digest, exc_info=exc)
-    data = raw if isinstance(raw, bytes) else b""
-    return Invalid("internal_error", f"{type(exc).__name__} while handling the event (digest {digest})", data)
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

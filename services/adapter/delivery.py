@@ -10,11 +10,14 @@ take (too large) is replaced, once, by its fallback, a smaller record that says 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from prometheus_client import Counter
+
+from metarec.events import Invalid
 
 Send = Callable[[bytes | None, bytes], Awaitable[None]]
 
@@ -50,3 +53,15 @@ async def deliver(send: Send, key: bytes | None, value: bytes, *, what: str, ret
             delay = min(backoff_s[1], backoff_s[0] * 2 ** (failed - 1))
             log.warning("%s send failed (%s: %.120s); retrying in %.1f s", what, type(exc).__name__, exc, delay)
             await asyncio.sleep(delay)
+
+
+def internal_error(exc: Exception, raw: object, topic: str, partition: int, offset: int) -> Invalid:
+    """The dead letter of a message whose handling raised: the type and a digest, no stack.
+
+    The full traceback goes to the log under the same digest, for whoever reads the record.
+    """
+    digest = hashlib.sha256(f"{type(exc).__name__}: {exc}".encode("utf-8", "replace")).hexdigest()[:12]
+    logging.getLogger("metarec.worker").error("internal error on %s[%d]@%d, digest %s", topic, partition, offset,
+                                              digest, exc_info=exc)
+    data = raw if isinstance(raw, bytes) else b""
+    return Invalid("internal_error", f"{type(exc).__name__} while handling the event (digest {digest})", data)

@@ -14,6 +14,28 @@ from services.adapter.compute import BatchOut
 from services.adapter.patches import broker_reachable, committed_offsets
 
 
+class RecoveryWatch:
+    """A table recovery stalled: it has run for ``stall_s`` without reading one changelog record.
+
+    Fed every few seconds with :func:`services.adapter.patches.recovery_progress`; ``observe``
+    returns the seconds without progress once they pass ``stall_s`` (``0``: never)."""
+
+    def __init__(self, stall_s: float) -> None:
+        self.stall_s = stall_s
+        self._left: int | None = None
+        self._since = 0.0
+
+    def observe(self, now: float, in_recovery: bool, left: int) -> float | None:
+        if not in_recovery or self.stall_s <= 0 or left == 0:
+            self._left = None
+            return None
+        if self._left is None or (left >= 0 and (self._left < 0 or left < self._left)):
+            self._left, self._since = left, now  # started, or made progress
+            return None
+        idle = now - self._since
+        return idle if idle >= self.stall_s else None
+
+
 class Gauges:
     def __init__(self, metrics: Metrics, quality_window: int, topic: str) -> None:
         self.metrics, self.topic = metrics, topic

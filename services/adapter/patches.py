@@ -21,6 +21,7 @@ broker_reachable               no public connection state (``Producer._producer.
 committed_offsets              no public accessor (``Consumer._committed_offset``)         —
 store_put                      RocksDB store takes the partition from the current event    —
 store_size                     RocksDB store's ``len()`` reads every key                   —
+recovery_progress              a recovery that stops making progress (faust issue 74)      #74 open
 =============================  ==========================================================  ==========
 """
 
@@ -46,7 +47,7 @@ from services.adapter.faust_tuning import (
 TESTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "0.7.1"}
 
 __all__ = ["TESTED", "LeanMonitor", "batch_fetches", "before_every_commit", "broker_reachable", "check_versions",
-           "committed_offsets", "eager_drain", "keep_queues_on_repeated_resume", "on_agent_crash",
+           "committed_offsets", "eager_drain", "keep_queues_on_repeated_resume", "on_agent_crash", "recovery_progress",
            "room_for_changelog", "store_put", "store_size", "tables_start_at_once"]
 
 
@@ -107,3 +108,20 @@ def store_size(table: Any) -> int:
     if dbs is None or not getattr(getattr(table.data, "rocksdb_options", None), "use_rocksdict", False):
         return len(table)
     return sum(int(db.property_int_value("rocksdb.estimate-num-keys") or 0) for db in dbs.values())
+
+
+def recovery_progress(app: Any) -> tuple[bool, int]:
+    """Whether the table recovery runs, and how many changelog records it has left to read for the
+    active tables (``Recovery.in_recovery``, ``active_remaining_total()``; faust reads no progress out).
+
+    faust-streaming issue 74 (and the soak here): a recovery after a rebalance can wait for minutes
+    on one changelog partition ("No event received for active tp ... since recovery start") while
+    its partitions' events wait; :class:`services.adapter.gauges.RecoveryWatch` turns this into a
+    restart."""
+    rec = getattr(getattr(app, "tables", None), "recovery", None)
+    if rec is None or not getattr(rec, "in_recovery", False):
+        return False, 0
+    try:
+        return True, int(rec.active_remaining_total())
+    except Exception:  # noqa: BLE001 - highwaters unknown yet: no progress to measure
+        return True, -1

@@ -84,11 +84,12 @@ def run(settings: TrainerSettings, trainer: Trainer, stop: threading.Event, poll
         last_commit = time.monotonic()
         while not stop.is_set():
             for tp, records in c.poll(timeout_ms=poll_ms).items():
-                if tp.topic == settings.topic_models:
-                    for r in records:
-                        ann = announce.decode(r.value)
-                        if ann is not None:
-                            trainer.on_announcement(ann)
+                if tp.topic == settings.topic_models:  # only the newest counts (history at start: many)
+                    anns = [a for r in records if (a := announce.decode(r.value)) is not None]
+                    for a in anns[:-1]:
+                        trainer.learner.rejected.update(a.rejected)
+                    if anns:
+                        trainer.on_announcement(anns[-1])
                     continue
                 for r in records:
                     trainer.on_event(r.value)

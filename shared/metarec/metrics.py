@@ -45,6 +45,7 @@ class Metrics:
     batch_errors: Counter
     broker_connected: Gauge
     log_lines_held: Counter
+    recovery_remaining: Gauge
     model_swaps: Counter
     model_rollbacks: Counter
     model_age: Gauge
@@ -135,6 +136,10 @@ class Metrics:
             ),
             log_lines_held=Counter(
                 "log_lines_held", "Repeated library log lines held back (see services/adapter/quiet.py).",
+                namespace=ns, registry=r,
+            ),
+            recovery_remaining=Gauge(
+                "recovery_remaining", "Changelog records the table recovery has left to read (0: not recovering).",
                 namespace=ns, registry=r,
             ),
             model_swaps=Counter(

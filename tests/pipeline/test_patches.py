@@ -107,3 +107,34 @@ def test_store_put_and_size_with_per_partition_databases(tmp_path) -> None:  # t
     plain: dict[bytes, bytes] = {}
     patches.store_put(plain, 0, b"k", b"v")
     assert plain == {b"k": b"v"}
+
+
+def test_canary_recovery_progress_reads_faust_s_recovery() -> None:
+    from faust.tables.recovery import Recovery
+
+    app = faust.App("t-recovery", broker="kafka://127.0.0.1:1", web_enabled=False)
+    rec = app.tables.recovery
+    assert isinstance(rec, Recovery) and rec.in_recovery is False
+    assert patches.recovery_progress(app) == (False, 0)
+    assert "self.active_highwaters" in inspect.getsource(Recovery.active_remaining)
+    rec.in_recovery = True
+    assert patches.recovery_progress(app) == (True, 0)  # nothing assigned: nothing left to read
+    rec.in_recovery = False
+
+
+def test_the_recovery_watch_fires_only_without_progress() -> None:
+    from services.adapter.gauges import RecoveryWatch
+
+    w = RecoveryWatch(60.0)
+    assert w.observe(0.0, True, 1000) is None  # started
+    assert w.observe(50.0, True, 1000) is None
+    assert w.observe(59.0, True, 400) is None, "progress restarts the clock"
+    assert w.observe(110.0, True, 400) is None
+    assert w.observe(119.0, True, 400) == 60.0, "60 s on the same record count: stalled"
+    assert w.observe(120.0, False, 0) is None, "recovery done"
+    assert w.observe(500.0, True, 10) is None, "a new recovery starts a new clock"
+    assert w.observe(700.0, True, 0) is None, "nothing left: not a stall"
+    unknown = RecoveryWatch(60.0)
+    assert unknown.observe(0.0, True, -1) is None and unknown.observe(61.0, True, -1) == 61.0
+    assert unknown.observe(62.0, True, 5) is None, "highwaters known at last: progress"
+    assert RecoveryWatch(0.0).observe(1e9, True, 5) is None, "0 turns it off"
