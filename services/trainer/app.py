@@ -85,6 +85,9 @@ class Trainer:
         self.learner.rejected.update(ann.rejected)
         if ann.version == self.learner.serving.version:
             return
+        if ann.action == "publish" and ann.version in self.learner.rejected:
+            log.warning("ignoring the announcement of %s: it was rolled back", ann.version)
+            return
         if ann.action == "rollback":
             self.metrics.rollbacks_seen.inc()
         try:

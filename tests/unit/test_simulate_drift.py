@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -24,7 +25,7 @@ def digest(events: list[Event]) -> str:
     return h.hexdigest()
 
 
-def with_(cfg: SimConfig, **kw: object) -> SimConfig:
+def with_(cfg: SimConfig, **kw: Any) -> SimConfig:
     return dataclasses.replace(cfg, **kw)
 
 

@@ -4,24 +4,24 @@ Bounded three ways: at most ``max_users`` users (the least recently active leave
 ``user_events`` events per user (the oldest leave first), and users whose newest event is older
 than ``horizon_s`` before the newest event seen (event time) leave. Events already held (same
 ``event_id``) are not added twice, so re-reading the topic after a restart is harmless.
+
+Recency is arrival order (the stream's), the horizon is event time: with events far out of time
+order a silent user behind a recently active one stays until the cap evicts it.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
 
 from metarec.events import Event
 
 
-@dataclass
 class TaskWindow:
-    max_users: int = 5000
-    user_events: int = 128
-    horizon_s: float = 7 * 86_400.0
-    newest_ts: float = 0.0
-    _users: OrderedDict[str, deque[Event]] = field(default_factory=OrderedDict)
-    _events: int = 0
+    def __init__(self, max_users: int = 5000, user_events: int = 128, horizon_s: float = 7 * 86_400.0) -> None:
+        self.max_users, self.user_events, self.horizon_s = max_users, user_events, horizon_s
+        self.newest_ts = 0.0
+        self._users: OrderedDict[str, deque[Event]] = OrderedDict()  # least recently active first
+        self._events = 0
 
     def add(self, ev: Event) -> bool:
         """Hold ``ev``; ``False`` if it was already held."""
@@ -45,8 +45,8 @@ class TaskWindow:
             _, q = self._users.popitem(last=False)
             self._events -= len(q)
         oldest_ok = self.newest_ts - self.horizon_s
-        for uid in list(self._users):  # least recently active first: stop at the first recent one
-            q = self._users[uid]
+        while self._users:  # least recently active first: stop at the first recent one
+            uid, q = next(iter(self._users.items()))
             if q and q[-1].ts >= oldest_ok:
                 break
             self._events -= len(q)
