@@ -38,10 +38,15 @@ Announcer = Callable[[announce.Announcement], Awaitable[None]]
 class Served:
     model: modeldir.ModelDir
     quality: Rolling  # the adapted predictions' rolling window while this version served
+    init: Rolling  # and its initialization's (before adaptation)
 
     @property
     def version(self) -> str:
         return self.model.version
+
+    @classmethod
+    def fresh(cls, model: modeldir.ModelDir, window: int) -> Served:
+        return cls(model, Rolling(window), Rolling(window))
 
 
 class Lifecycle:
@@ -50,7 +55,7 @@ class Lifecycle:
         s = adapter.settings
         self.window, self.margin = s.rollback_window, s.rollback_margin
         self.models_root = announce.models_root_of(s.model_dir)
-        self.serving = Served(model, Rolling(self.window))
+        self.serving = Served.fresh(model, self.window)
         self.previous: Served | None = None
         self.rejected: set[str] = set()
         self._want: announce.Announcement | None = None
@@ -91,7 +96,7 @@ class Lifecycle:
             return False
         await self.adapter.replace_compute(new)
         self.previous = self.serving if ann.action == "publish" else None  # after a rollback: nothing to compare
-        self.serving = Served(md, Rolling(self.window))
+        self.serving = Served.fresh(md, self.window)
         self.swaps += 1
         m.model_swaps.labels("ok").inc()
         m.model_info.info(md.info(self.adapter.settings.inner_steps, self.adapter.settings.inner_lr))
@@ -118,6 +123,8 @@ class Lifecycle:
             return  # computed by the compute just replaced
         for y, p in zip(out.y, out.adapted):
             self.serving.quality.add(y, p)
+        for y, p in zip(out.y, out.init):
+            self.serving.init.add(y, p)
 
     def rollback_due(self) -> str | None:
         """Why the served version must be rolled back, or ``None``."""
@@ -155,9 +162,14 @@ class Lifecycle:
         m = self.adapter.metrics
         m.model_age.set(max(0.0, time.time() - float(self.serving.model.manifest.get("created_at", time.time()))))
         m.model_live_logloss.clear()
+        m.model_live_auc.clear()
         for role, served in (("serving", self.serving), ("previous", self.previous)):
-            if served is not None and len(served.quality) >= 10:
-                m.model_live_logloss.labels(served.version, role).set(served.quality.logloss())
+            if served is None:
+                continue
+            for name, window in (("adapted", served.quality), ("init", served.init)):
+                if len(window) >= 10:
+                    m.model_live_logloss.labels(served.version, role, name).set(window.logloss())
+                    m.model_live_auc.labels(served.version, role, name).set(window.auc())
 
     def _me(self) -> str:
         s = self.adapter.settings

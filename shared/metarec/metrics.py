@@ -50,6 +50,7 @@ class Metrics:
     model_rollbacks: Counter
     model_age: Gauge
     model_live_logloss: Gauge
+    model_live_auc: Gauge
 
     @classmethod
     def create(cls, registry: CollectorRegistry | None = None, namespace: str = "metarec") -> Metrics:
@@ -154,8 +155,12 @@ class Metrics:
                 "model_age_seconds", "Seconds since the served model version was created.", namespace=ns, registry=r,
             ),
             model_live_logloss=Gauge(
-                "model_live_logloss", "Rolling logloss of the adapted predictions, for the served and the previous "
-                "model version.", ["version", "role"], namespace=ns, registry=r,
+                "model_live_logloss", "Rolling live logloss of the served and the previous model version, of its "
+                "initialization and of the adapted model.", ["version", "role", "model"], namespace=ns, registry=r,
+            ),
+            model_live_auc=Gauge(
+                "model_live_auc", "Rolling live AUC of the served and the previous model version, of its "
+                "initialization and of the adapted model.", ["version", "role", "model"], namespace=ns, registry=r,
             ),
         )
         for reason in REASONS:  # every series exists from the start, so rates and ratios are defined

@@ -110,6 +110,12 @@ def test_a_worse_version_is_rolled_back_and_announced(versions, sim_events, tmp_
                 if a.lifecycle.rollback_due():
                     break
             assert a.lifecycle.rollback_due(), "the sabotaged version's live logloss is worse"
+            a.lifecycle.gauges()
+            live = {(role, model): sample(a, "metarec_model_live_logloss", {"version": v, "role": role, "model": model})
+                    for role, v in (("serving", bad), ("previous", v1)) for model in ("init", "adapted")}
+            assert live[("serving", "adapted")] > live[("previous", "adapted")] + 0.02
+            assert all(x > 0 for x in live.values()), live
+            assert sample(a, "metarec_model_live_auc", {"version": v1, "role": "previous", "model": "init"}) > 0.5
             await a.lifecycle.check()
             assert a.lifecycle.version == v1
             again = announce.make(versions["bad"], artifact.load(versions["bad"]).manifest)
