@@ -32,19 +32,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
 from metarec import artifact  # noqa: E402
-from metarec.adapt import adapt, predict_rows  # noqa: E402
+from metarec.continual.gate import adapted_predictions  # noqa: E402
 from metarec.continual.learner import Learner, Serving  # noqa: E402
 from metarec.continual.rounds import RoundConfig  # noqa: E402
 from metarec.continual.window import TaskWindow  # noqa: E402
 from metarec.data.simulate import SimConfig, simulate  # noqa: E402
 from metarec.events import Event  # noqa: E402
-from metarec.features import EventTable, pad_support, target  # noqa: E402
+from metarec.features import EventTable, target  # noqa: E402
 from metarec.meta import TrainConfig  # noqa: E402
 from metarec.model import RecModel, Vocab  # noqa: E402
 from metarec.quality import auc, logloss  # noqa: E402
@@ -97,16 +96,7 @@ def predict(model: RecModel, vocab: Vocab, history: dict[str, list[Event]], chun
         sup_rows.append(np.arange(lo, at))
         qry_rows.append(np.arange(at, hi))
         users.append(int(table.user_idx[lo]))
-    model.eval()
-    sup = pad_support(table, sup_rows, users, cfg.buffer_size)
-    qry = pad_support(table, qry_rows, users)
-    with torch.no_grad():
-        lr = model.inner_lr_map()
-        lr = {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
-        fast = adapt(model, sup, cfg.inner_steps, lr)
-        pred = model.predict(predict_rows(model, fast, qry.users, qry.items, qry.ctx)).numpy()
-    m = qry.mask.numpy() > 0
-    return qry.y.numpy()[m], pred[m]
+    return adapted_predictions(model, table, sup_rows, qry_rows, users)  # the gate's own maths
 
 
 def chunk_rows(chunk: list[Event], cfg: Any) -> tuple[np.ndarray, list[str], list[float]]:

@@ -46,22 +46,31 @@ def evaluate(model: RecModel, vocab: Vocab, events: Sequence[Event], cut_ts: flo
     out: dict[str, float] = {"users": float(len(users)), "rows": float(sum(len(r) for r in qry_rows))}
     if not users:
         return out
-    model.eval()
-    sup = pad_support(table, sup_rows, users, cfg.buffer_size)
-    qry = pad_support(table, qry_rows, users, query_size)
-    with torch.no_grad():
-        lr = model.inner_lr_map()
-        lr = {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
-        fast = adapt(model, sup, cfg.inner_steps, lr)
-        pred = model.predict(predict_rows(model, fast, qry.users, qry.items, qry.ctx)).numpy()
-    m = qry.mask.numpy() > 0
-    y, p = qry.y.numpy()[m], pred[m]
+    y, p = adapted_predictions(model, table, sup_rows, qry_rows, users, query_size)
     if cfg.mode == "binary":
         out["logloss"], out["auc"] = logloss(y, p), auc(y, p)
     else:
         out["mae"] = float(np.mean(np.abs(y - p)))
         out["rmse"] = float(np.sqrt(np.mean((y - p) ** 2)))
     return out
+
+
+def adapted_predictions(model: RecModel, table: EventTable, sup_rows: Sequence[np.ndarray],
+                        qry_rows: Sequence[np.ndarray], users: Sequence[int],
+                        query_width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and predictions of the query rows, each user adapted on their support rows (as the worker
+    adapts: the model's inner steps and rates), flattened user after user."""
+    cfg = model.cfg
+    model.eval()
+    sup = pad_support(table, sup_rows, users, cfg.buffer_size)
+    qry = pad_support(table, qry_rows, users, query_width)
+    with torch.no_grad():
+        lr = model.inner_lr_map()
+        lr = {k: v.detach() for k, v in lr.items()} if isinstance(lr, dict) else lr
+        fast = adapt(model, sup, cfg.inner_steps, lr)
+        pred = model.predict(predict_rows(model, fast, qry.users, qry.items, qry.ctx)).numpy()
+    m = qry.mask.numpy() > 0
+    return qry.y.numpy()[m], pred[m]
 
 
 @dataclass(frozen=True)
