@@ -77,7 +77,6 @@ class Adapter:
             monitor=patches.LeanMonitor(),
         )
         patches.keep_queues_on_repeated_resume(self.app.flow_control)  # faust drops an event otherwise
-        patches.seek_before_resuming_streams()  # and delivers some twice otherwise
         patches.batch_fetches(self.app, s.fetch_min_bytes, s.fetch_max_wait_ms)
         patches.tables_start_at_once(self.app)  # its one table is declared below, before the app starts
         self.events = self.app.topic(s.topic_events, partitions=s.partitions, key_serializer="raw",

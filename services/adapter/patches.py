@@ -10,7 +10,6 @@ that fails first when an upgrade changes what it relies on (``tests/pipeline/tes
 patch / private read           why                                                         upstream
 =============================  ==========================================================  ==========
 keep_queues_on_repeated_resume the first event after a table recovery was dropped           none found
-seek_before_resuming_streams   events at the committed offsets delivered twice after recovery none found
 batch_fetches                  faust's consumer asks for a fetch per record (min_bytes=1)  not exposed
 eager_drain                    a 4-task race per message for a rare rebalance              —
 room_for_changelog             a batch of > 100 changelog records stalled consumption      —
@@ -34,7 +33,7 @@ from importlib.metadata import version
 from typing import Any
 
 from metarec.errors import DependencyError
-from services.adapter.faust_fixes import keep_queues_on_repeated_resume, seek_before_resuming_streams
+from services.adapter.faust_fixes import keep_queues_on_repeated_resume
 from services.adapter.faust_tuning import (
     LeanMonitor,
     batch_fetches,
@@ -49,7 +48,7 @@ TESTED = {"faust-streaming": "0.15.3", "aiokafka": "0.14.0", "mode-streaming": "
 
 __all__ = ["TESTED", "LeanMonitor", "batch_fetches", "before_every_commit", "broker_reachable", "check_versions",
            "committed_offsets", "eager_drain", "keep_queues_on_repeated_resume", "on_agent_crash", "recovery_progress",
-           "room_for_changelog", "seek_before_resuming_streams", "store_put", "store_size", "tables_start_at_once"]
+           "room_for_changelog", "store_put", "store_size", "tables_start_at_once"]
 
 
 def check_versions(installed: Callable[[str], str] = version) -> None:
