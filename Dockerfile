@@ -28,7 +28,8 @@ ENV PATH=/opt/metarec/bin:$PATH \
     METAREC_MODEL_DIR=/models/latest
 WORKDIR /home/metarec
 USER 10001:10001
-EXPOSE 6066 6067
+EXPOSE 6066
+EXPOSE 6067
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/metrics' % os.environ.get('METAREC_WEB_PORT', '6066'), timeout=2)"]
 ENTRYPOINT ["metarec"]

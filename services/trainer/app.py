@@ -111,7 +111,7 @@ class Trainer:
         if not self.learner.due(now):
             return None
         m.rounds.inc()
-        t0 = time.monotonic()
+        t0, parent = time.monotonic(), self.learner.serving.version
         try:
             cand = self.learner.round()
         except Exception:  # noqa: BLE001 - a failed round is counted and logged; the service goes on
@@ -127,8 +127,27 @@ class Trainer:
             m.rejected.labels(v.reason).inc()
             log.warning("candidate rejected, %s (%d steps, %.1f s)", v.describe(), cand.steps, cand.seconds)
             return cand
+        if not self._parent_still_served(parent):
+            return cand
         self.publish(cand)
         return cand
+
+    def _parent_still_served(self, parent: str) -> bool:
+        """Whether the version the candidate was trained from is still the one announced: a rollback
+        (or another publisher) during the round supersedes the candidate, which is then discarded."""
+        try:
+            ann = announce.newest(self.settings)
+        except Exception as exc:  # noqa: BLE001 - unsure what is served: do not publish over it
+            self.metrics.rejected.labels("failed").inc()
+            log.error("could not read %s before publishing (%s); candidate discarded", self.settings.topic_models, exc)
+            return False
+        if ann is None or ann.version == parent:
+            return True
+        self.metrics.rejected.labels("superseded").inc()
+        log.warning("candidate discarded: %s was announced (%s) while it trained from %s", ann.version, ann.action,
+                    parent)
+        self.on_announcement(ann)
+        return False
 
     def publish(self, cand: Candidate) -> Path:
         s, serving = self.settings, self.learner.serving

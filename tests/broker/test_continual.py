@@ -8,14 +8,17 @@ rollback by hand (``metarec models rollback``) puts the first version back in th
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from metarec import announce
 from metarec.data.simulate import SimConfig, simulate
@@ -40,6 +43,39 @@ def metric(w: WorkerProcess, name: str, labels: str = "") -> float:
         if line.startswith(name + labels + " ") or (not labels and line.startswith(name + " ")):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def announcements(bootstrap: str, topic: str) -> list[announce.Announcement]:
+    """Every announcement on the models topic, oldest first."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tp = TopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek_to_beginning(tp)
+        end, out = c.end_offsets([tp])[tp], []
+        deadline = time.monotonic() + 20
+        while c.position(tp) < end and time.monotonic() < deadline:
+            for records in c.poll(timeout_ms=500).values():
+                out += [a for r in records if (a := announce.decode(r.value)) is not None]
+        return out
+    finally:
+        c.close()
+
+
+def served(w: WorkerProcess) -> str:
+    for line in w.metrics().splitlines():
+        if line.startswith("metarec_model_info"):
+            return line.split('version="', 1)[1].split('"', 1)[0]
+    return ""
+
+
+def lineage(root: Path, version: str) -> list[str]:
+    """``version`` and its parents (manifest ``parent``), newest first."""
+    out: list[str] = []
+    while version and (root / version / "manifest.json").exists() and version not in out:
+        out.append(version)
+        version = json.loads((root / version / "manifest.json").read_text()).get("parent") or ""
+    return out
 
 
 def test_the_worker_serves_the_trainers_new_version_without_restarting(kafka_bootstrap, topic_names, model_dir,
@@ -105,19 +141,25 @@ def test_the_worker_serves_the_trainers_new_version_without_restarting(kafka_boo
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert (root / "latest").resolve().name == v1
-        back = wait_for("the rollback", lambda: (a := announce.newest(settings, 5.0)) and a.action == "rollback" and a,
-                        30)
+        back = wait_for("the rollback", lambda: next((a for a in announcements(kafka_bootstrap, settings.topic_models)
+                                                      if a.action == "rollback"), None), 30)
         assert back.version == v1 and served_now in back.rejected
-        wait_for("the worker serving the first version again",
-                 lambda: f'version="{v1}"' in "\n".join(ln for ln in worker.metrics().splitlines()
-                                                        if ln.startswith("metarec_model_info")), 120, log=worker.tail)
+        # the trainer may publish again, but only versions trained from v1 from now on (one that was
+        # training from the rolled-back version when the rollback came is discarded as superseded)
+        def after_rollback(version: str) -> bool:
+            line = lineage(root, version)
+            return v1 in line and not set(back.rejected) & set(line)
+
+        wait_for("the worker serving the first version again (or a version trained from it)",
+                 lambda: after_rollback(served(worker)), 120, log=worker.tail)
         user = rest[-1].user_id
         again = [e for e in evs if e.user_id == user and e.ts < stream[0].ts][:1]
         produce(kafka_bootstrap, topic, events_of(again))
         msgs = consume_json(kafka_bootstrap, topic_names["METAREC_TOPIC_RECOMMENDATIONS"],
                             lambda m: any(x["user_id"] == user and x["events_seen"] == sent[user] + 1 for x in m))
         last = [x for x in msgs if x["user_id"] == user][-1]
-        assert last["model_version"] == v1 and last["events_seen"] == sent[user] + 1
+        assert after_rollback(last["model_version"]) and last["events_seen"] == sent[user] + 1, lineage(
+            root, last["model_version"])
         wait_for("the trainer following the rollback", lambda: f"following rollback of version {v1}" in trainer_log(),
                  60, log=lambda: trainer_log()[-3000:])
         listing = subprocess.run([sys.executable, "-m", "metarec", "models", "list"], env={**env, "COLUMNS": "200"},
