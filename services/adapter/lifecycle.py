@@ -37,7 +37,7 @@ Announcer = Callable[[announce.Announcement], Awaitable[None]]
 @dataclass
 class Served:
     model: modeldir.ModelDir
-    quality: Rolling  # the adapted predictions' rolling window while this version served
+    adapted: Rolling  # the adapted predictions' rolling window while this version served
     init: Rolling  # and its initialization's (before adaptation)
 
     @property
@@ -122,18 +122,18 @@ class Lifecycle:
         if out.version and out.version != self.version:
             return  # computed by the compute just replaced
         for y, p in zip(out.y, out.adapted):
-            self.serving.quality.add(y, p)
+            self.serving.adapted.add(y, p)
         for y, p in zip(out.y, out.init):
             self.serving.init.add(y, p)
 
     def rollback_due(self) -> str | None:
         """Why the served version must be rolled back, or ``None``."""
         prev = self.previous
-        if prev is None or len(self.serving.quality) < self.window or len(prev.quality) < min(self.window, 50):
+        if prev is None or len(self.serving.adapted) < self.window or len(prev.adapted) < min(self.window, 50):
             return None
-        now, before = self.serving.quality.logloss(), prev.quality.logloss()
+        now, before = self.serving.adapted.logloss(), prev.adapted.logloss()
         if now > before + self.margin:
-            return (f"live adapted logloss {now:.4f} over {len(self.serving.quality)} predictions, "
+            return (f"live adapted logloss {now:.4f} over {len(self.serving.adapted)} predictions, "
                     f"{before:.4f} under {prev.version}: worse by more than {self.margin}")
         return None
 
@@ -147,8 +147,8 @@ class Lifecycle:
         self.adapter.metrics.model_rollbacks.inc()
         self.rejected.add(bad.version)
         ann = announce.make(good.model.path, good.model.manifest, action="rollback", previous=bad.version,
-                            reason=why, validation={"serving_logloss": bad.quality.logloss(),
-                                                    "previous_logloss": good.quality.logloss()},
+                            reason=why, validation={"serving_logloss": bad.adapted.logloss(),
+                                                    "previous_logloss": good.adapted.logloss()},
                             rejected=tuple(sorted(self.rejected)), by=f"worker:{self._me()}")
         async with self._lock:
             ok = await self.swap_to(ann)
@@ -166,7 +166,7 @@ class Lifecycle:
         for role, served in (("serving", self.serving), ("previous", self.previous)):
             if served is None:
                 continue
-            for name, window in (("adapted", served.quality), ("init", served.init)):
+            for name, window in (("adapted", served.adapted), ("init", served.init)):
                 if len(window) >= 10:
                     m.model_live_logloss.labels(served.version, role, name).set(window.logloss())
                     m.model_live_auc.labels(served.version, role, name).set(window.auc())

@@ -16,11 +16,10 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from metarec import __version__, announce, artifact
+from metarec import __version__, announce, artifact, modeldir
 from metarec.continual.learner import Learner, Serving
 from metarec.continual.rounds import Candidate, RoundConfig
 from metarec.continual.window import TaskWindow
@@ -68,15 +67,13 @@ class Trainer:
             every_events=s.round_every_events, every_s=s.round_every_s, min_users=s.min_window_users,
         )
         self.manifest = bundle.manifest
-        self.invalid = 0
         log.info("trainer starts from version %s (%s)", bundle.version, bundle.path)
 
     # -- events and announcements ------------------------------------------------------------
     def on_event(self, raw: bytes | None) -> None:
         ev = decode(raw)
         if not isinstance(ev, Event):
-            self.invalid += 1  # the workers dead-letter it; the trainer only skips it
-            return
+            return  # the workers dead-letter it; the trainer only skips it
         if self.learner.add(ev):
             self.metrics.events_consumed.inc()
 
@@ -99,7 +96,7 @@ class Trainer:
         self.learner.adopt(bundle.model, bundle.vocab, bundle.version)
         self.manifest = bundle.manifest
         if ann.action == "rollback":
-            announce.point_latest(self.settings.models_root, bundle.version)  # what a restarted worker loads
+            modeldir.point_latest(self.settings.models_root, bundle.version)  # what a restarted worker loads
         log.info("following %s of version %s (%s)", ann.action, ann.version, ann.reason or "no reason given")
 
     # -- rounds -------------------------------------------------------------------------------
@@ -162,11 +159,11 @@ class Trainer:
             "gate": v.figures(),
         }
         d = artifact.save(cand.model, cand.vocab, s.models_root, manifest, point_latest=False)
-        man = _manifest(d)
+        man = modeldir.check(d).manifest
         announce.send(s, announce.make(d, man, previous=serving.version, reason=v.describe(),
                                        validation=v.figures(), rejected=tuple(sorted(self.learner.rejected)),
                                        by="trainer"))
-        announce.point_latest(s.models_root, d.name)  # announced: what a restarted worker loads
+        modeldir.point_latest(s.models_root, d.name)  # announced: what a restarted worker loads
         self.learner.adopt(cand.model, cand.vocab, man["version"])
         self.manifest = man
         self.metrics.published.inc()
@@ -175,8 +172,3 @@ class Trainer:
         log.info("published version %s, %s; %d new items", man["version"], v.describe(), len(cand.new_items))
         return d
 
-
-def _manifest(d: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads((d / "manifest.json").read_text())  # type: ignore[no-any-return]

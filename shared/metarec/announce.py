@@ -11,6 +11,7 @@ Torch-free: the worker's event loop, the CLI and the trainer all read and write 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -80,8 +81,6 @@ def models_root_of(model_dir: Path) -> Path:
 
 def list_versions(models_root: Path) -> list[dict[str, Any]]:
     """Every version directory under ``models_root``, oldest first, with its manifest's summary."""
-    import json
-
     out = []
     for d in sorted(p for p in models_root.iterdir()
                     if p.is_dir() and not p.is_symlink() and (p / "manifest.json").exists()):
@@ -93,18 +92,6 @@ def list_versions(models_root: Path) -> list[dict[str, Any]]:
                     "algorithm": man.get("train", {}).get("algorithm", ""), "parent": man.get("parent"),
                     "validation": man.get("gate") or man.get("validation") or {}, "manifest": man})
     return sorted(out, key=lambda v: v["created_at"])
-
-
-def point_latest(models_root: Path, version: str) -> None:
-    """``models_root/latest`` → ``version``, atomically (what a restarted worker loads)."""
-    import os
-
-    if not (models_root / version / "manifest.json").exists():
-        raise ArtifactError(f"{models_root}: there is no version {version}")
-    tmp = models_root / f".latest-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(version)
-    os.replace(tmp, models_root / "latest")
 
 
 def send(settings: Any, ann: Announcement) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -88,13 +87,8 @@ def save(model: RecModel, vocab: Vocab, out: Path, manifest: dict[str, Any], poi
     files = {p.name: sha256_file(p) for p in sorted(d.iterdir())}
     full = {"version": version, "created_at": time.time(), "config_sha256": cfg_hash, **manifest, "files": files}
     (d / "manifest.json").write_text(json.dumps(full, indent=2, sort_keys=True))
-    if not point_latest:
-        return d
-    latest = out / "latest"
-    tmp = out / f".latest-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(version)
-    os.replace(tmp, latest)
+    if point_latest:
+        modeldir.point_latest(out, version)
     return d
 
 

@@ -102,6 +102,6 @@ def rollback(
     ann = announce.make(md.path, md.manifest, action="rollback", previous=bad, reason=reason,
                         rejected=tuple(sorted(rejected)), by="cli")
     announce.send(settings, ann)
-    announce.point_latest(settings.models_root, version)
+    modeldir.point_latest(settings.models_root, version)
     out.print(f"announced a rollback to {version}" + (f" (from {bad})" if bad else "") +
               f" on {settings.topic_models}; {settings.models_root}/latest -> {version}")

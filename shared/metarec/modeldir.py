@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,3 +61,13 @@ def check(path: Path) -> ModelDir:
         if sha256_file(f) != digest:
             raise ArtifactError(f"{d}: {name} does not match its hash in manifest.json")
     return ModelDir(d, manifest["version"], manifest, json.loads((d / "config.json").read_text()))
+
+
+def point_latest(models_root: Path, version: str) -> None:
+    """``models_root/latest`` → ``version``, atomically (what a worker that starts loads)."""
+    if not (models_root / version / "manifest.json").exists():
+        raise ArtifactError(f"{models_root}: there is no version {version}")
+    tmp = models_root / f".latest-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(version)
+    os.replace(tmp, models_root / "latest")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from metarec import announce
+from metarec import announce, modeldir
 from metarec.data.simulate import SimConfig, simulate
 from metarec.settings import KafkaSettings
 from tests.broker.conftest import WorkerProcess, consume_json, events_of, free_port, produce
@@ -83,7 +83,7 @@ def test_the_worker_serves_the_trainers_new_version_without_restarting(kafka_boo
     root = tmp_path / "models"
     root.mkdir()
     shutil.copytree(model_dir, root / model_dir.name)
-    announce.point_latest(root, model_dir.name)
+    modeldir.point_latest(root, model_dir.name)
     v1 = model_dir.name
     env = {**os.environ, **topic_names, "METAREC_KAFKA_BOOTSTRAP": kafka_bootstrap,
            "METAREC_MODEL_DIR": str(root / "latest"), "METAREC_MODELS_ROOT": str(root),

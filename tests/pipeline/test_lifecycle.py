@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from metarec import announce, artifact
+from metarec import announce, artifact, modeldir
 from metarec.continual.rounds import sabotage
 from metarec.events import encode
 from tests.pipeline.conftest import make_adapter
@@ -26,7 +26,7 @@ def versions(model_dir: Path, tmp_path: Path) -> dict[str, Path]:
     root.mkdir()
     good = root / model_dir.name
     shutil.copytree(model_dir, good)
-    announce.point_latest(root, good.name)
+    modeldir.point_latest(root, good.name)
     b = artifact.load(good)
     same = artifact.save(b.model, b.vocab, root, {"train": {"algorithm": "copy"}}, point_latest=False)
     bad = artifact.save(sabotage(b.model), b.vocab, root, {"train": {"algorithm": "sabotage"}}, point_latest=False)
