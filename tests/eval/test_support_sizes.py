@@ -53,3 +53,37 @@ def test_each_size_gets_the_validation_argmin_of_its_own_grid(ratings) -> None: 
         assert best <= mae(full_ft) + 1e-12
         assert all(m["adapt_mult"] in ADAPT_MULTS for m in got[str(k)]["meta"].values())
     assert np.isfinite(best)
+
+
+def test_episode_support_sizes_cover_the_first_events_a_stream_sees() -> None:
+    """Full supports half the time; else sizes from 1 up, small ones often (log-uniform share)."""
+    from metarec.evaluate.melu_tasks import support_size
+
+    rng = np.random.default_rng(0)
+    m = 100
+    sizes = np.array([support_size(m, rng) for _ in range(20000)])
+    assert sizes.min() >= 1 and sizes.max() <= m
+    assert 0.47 < float(np.mean(sizes == m)) < 0.53  # the MeLU states' full supports
+    # 1-5 events: ~2 % of episodes before (uniform only), now the log-uniform quarter adds ~10 %
+    assert 0.09 < float(np.mean(sizes <= 5)) < 0.14
+    assert set(range(1, 6)) <= set(sizes.tolist())
+    assert {support_size(1, rng) for _ in range(50)} == {1}
+
+
+def test_melu_episodes_draw_their_supports_from_support_size(ratings) -> None:  # type: ignore[no-untyped-def]
+    from metarec.evaluate.melu_tasks import sampler, support_size
+    from metarec.evaluate.splits import melu_split
+
+    split = melu_split(ratings, 0)
+    users = np.array(sorted(split.train), np.int64)[:16]
+    sup, qry = sampler(ratings, split, 40, 10, 0.0)(users, np.random.default_rng(5))
+    got = sup.mask.sum(1).numpy().astype(int)
+    rng = np.random.default_rng(5)  # the same draws, replayed: permutation, then the size
+    want = []
+    for u in users:
+        rows = rng.permutation(split.train[int(u)])
+        rest = rows[min(10, len(rows) // 2):]
+        want.append(support_size(min(len(rest), 40), rng))
+        rng.random()  # the user-dropout draw
+    assert got.tolist() == want
+    assert qry.mask.sum(1).min() >= 1
