@@ -9,6 +9,7 @@ loop calls :meth:`services.adapter.lifecycle.Lifecycle.on_announcement`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable, Coroutine
@@ -79,5 +80,8 @@ class Follower:
         fut = asyncio.run_coroutine_threadsafe(self.handler(ann), loop)
         try:
             fut.result()  # one at a time, in order
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):  # the worker is stopping
+            log.info("not applying the announcement of %s: the worker is stopping", ann.version)
+            self._stop.set()
         except Exception:  # noqa: BLE001
             log.exception("applying the announcement of %s failed", ann.version)
