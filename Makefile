@@ -19,7 +19,9 @@ $(STAMP): requirements.lock pyproject.toml
 	  || { echo "metarec needs Python 3.11 or newer; '$(PYTHON)' is $$($(PYTHON) --version 2>&1)" >&2; exit 1; }
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	@$(VENV)/bin/python -m pip install -q uv==$(UV_VERSION)
-	$(VENV)/bin/uv pip install --python $(PY) -q -r requirements.lock
+	@# bytecode compiled once here: uv does not by default, and with PYTHONDONTWRITEBYTECODE set every
+	@# process compiled torch, faust, ... from source at each start (a compute child: ~8 s -> ~3 s to torch)
+	$(VENV)/bin/uv pip install --python $(PY) -q --compile-bytecode -r requirements.lock
 	$(VENV)/bin/uv pip install --python $(PY) -q --no-deps -e .
 	@rm -f $(VENV)/.installed-* && touch $@
 
