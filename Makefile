@@ -49,7 +49,7 @@ test-fast: venv ## the tests that need no broker, Prometheus or deploy tools
 chaos: venv ## the chaos suite, short form (also part of make test): worker SIGKILLs, rebalances, a paused worker, a broker kill
 	$(PY) -m pytest -q -s -m chaos tests/chaos
 
-chaos-long: venv ## the chaos soak (~15 min): more faults, longer; writes bench/results/chaos.json and chaos.md
+chaos-long: venv ## the chaos soak (~5 min; 15 before faster starts): more faults, longer; writes bench/results/chaos.json and chaos.md
 	METAREC_CHAOS=long $(PY) -m pytest -q -s -m chaos tests/chaos
 
 lint: venv ## ruff over the code
