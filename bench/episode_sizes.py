@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import sys
 import time
@@ -40,7 +41,7 @@ from metarec.evaluate import melu_tasks as T  # noqa: E402
 from metarec.evaluate import methods as M  # noqa: E402
 from metarec.evaluate.data import load_ratings  # noqa: E402
 from metarec.evaluate.melu import Melu  # noqa: E402
-from metarec.evaluate.models import Net, batch  # noqa: E402
+from metarec.evaluate.models import Net  # noqa: E402
 from metarec.evaluate.splits import melu_split  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
@@ -48,30 +49,17 @@ PARAMS = {"adapt": "layers+out", "algorithm": "metasgd", "init_loss_weight": 1.0
           "inner_steps": 5, "loss": "mse", "outer_loss": "huber", "outer_lr": 0.003, "init": "global"}
 
 
-def size_of(variant: str, n_rest: int, buffer: int, rng: np.random.Generator) -> int:
-    m = min(n_rest, buffer)
-    if variant == "before":
-        n = n_rest if rng.random() < 0.5 else int(rng.integers(1, n_rest + 1))
-        return min(n, buffer)
-    if variant in ("log", "shrink"):
-        n = m if rng.random() < 0.5 else int(np.exp(rng.uniform(0, np.log(m + 1))))
-        return max(1, min(n, m))
-    return T.support_size(m, rng)
+def before(n: int, buffer: int, rng: np.random.Generator) -> int:
+    """The draw episodes used before: all half the time, else uniform over all (then the buffer)."""
+    return min(n if rng.random() < 0.5 else int(rng.integers(1, n + 1)), buffer)
 
 
-def sampler(r: Any, split: Any, net: Net, user_dropout: float, variant: str) -> T.Sampler:
-    def sample(users: np.ndarray, rng: np.random.Generator) -> tuple[Any, Any]:
-        sup, qry, idx = [], [], []
-        for u in users:
-            rows = rng.permutation(split.train[int(u)])
-            q = min(10, len(rows) // 2)
-            rest = rows[q:]
-            sup.append(rest[:size_of(variant, len(rest), net.buffer, rng)])
-            qry.append(rows[:q])
-            idx.append(0 if rng.random() < user_dropout else int(split.user_index[int(u)]))
-        return batch(r, sup, idx, r.value), batch(r, qry, idx, r.value, 10)
-
-    return sample
+SIZES: dict[str, T.SupportSize] = {
+    "before": before,
+    "log": functools.partial(T.support_size, shares=(0.5, 0.0, 0.5)),
+    "mixed": T.support_size,
+    "shrink": functools.partial(T.support_size, shares=(0.5, 0.0, 0.5)),
+}
 
 
 def patch_size_aware_rates(kappa0: float = 1.0) -> None:
@@ -130,7 +118,7 @@ def run(variant: str, seed: int) -> dict[str, Any]:
     stop = T.stopper(r, split, seen, plan.check_every(len(split.train)), plan.patience, int(PARAMS["inner_steps"]))
     t0 = time.monotonic()
     model = M.train_meta(r, split.n_known_users, "rating", PARAMS, net, plan, ev.plan.meta_steps, users,
-                         sampler(r, split, net, plan.user_dropout, variant), None, seed, seen, copy.deepcopy(g), stop)
+                         T.sampler(r, split, net.buffer, 10, plan.user_dropout, SIZES[variant]), None, seed, seen, copy.deepcopy(g), stop)
     out: dict[str, Any] = {"variant": variant, "seed": seed, "train_s": round(time.monotonic() - t0),
                            "steps_run": stop.summary()["steps_run"], "best_step": stop.best_step,
                            "val_mae_full": round(stop.best_value, 4), "by_k": {}}

@@ -61,13 +61,14 @@ def test_episode_support_sizes_cover_the_first_events_a_stream_sees() -> None:
 
     rng = np.random.default_rng(0)
     m = 100
-    sizes = np.array([support_size(m, rng) for _ in range(20000)])
+    sizes = np.array([support_size(m, m, rng) for _ in range(20000)])
     assert sizes.min() >= 1 and sizes.max() <= m
     assert 0.47 < float(np.mean(sizes == m)) < 0.53  # the MeLU states' full supports
     # 1-5 of 100 events: 2.5 % from the uniform quarter, ~10 % from the log-uniform quarter
     assert 0.09 < float(np.mean(sizes <= 5)) < 0.14
     assert set(range(1, 6)) <= set(sizes.tolist())
-    assert {support_size(1, rng) for _ in range(50)} == {1}
+    assert {support_size(1, m, rng) for _ in range(50)} == {1}
+    assert {support_size(500, m, rng) for _ in range(200)} <= set(range(1, m + 1))  # cut to the buffer
 
 
 def test_melu_episodes_draw_their_supports_from_support_size(ratings) -> None:  # type: ignore[no-untyped-def]
@@ -83,7 +84,7 @@ def test_melu_episodes_draw_their_supports_from_support_size(ratings) -> None:  
     for u in users:
         rows = rng.permutation(split.train[int(u)])
         rest = rows[min(10, len(rows) // 2):]
-        want.append(support_size(min(len(rest), 40), rng))
+        want.append(support_size(len(rest), 40, rng))
         rng.random()  # the user-dropout draw
     assert got.tolist() == want
     assert qry.mask.sum(1).min() >= 1

@@ -26,26 +26,37 @@ ADAPT_MULTS = (0, 1, 2, 4)
 Predict = Callable[[Support, Support], np.ndarray]
 
 
-def support_size(m: int, rng: np.random.Generator) -> int:
-    """An episode's support size out of ``m`` available events: all of them half the time (the
-    MeLU states' full supports), else a uniform size (a quarter) or a log-uniform one (a quarter:
-    each octave 1, 2–3, 4–7, … as likely, so the first events a stream sees are trained for).
+#: an episode's support-size draw: (events available after the query, buffer, rng) -> size
+SupportSize = Callable[[int, int, np.random.Generator], int]
+#: shares of full, uniform and log-uniform support sizes
+SIZE_SHARES = (0.5, 0.25, 0.25)
+
+
+def support_size(n: int, buffer: int, rng: np.random.Generator,
+                 shares: tuple[float, float, float] = SIZE_SHARES) -> int:
+    """An episode's support size out of ``m = min(n, buffer)`` events: all of them half the time
+    (the MeLU states' full supports), else a uniform size (a quarter) or a log-uniform one (a
+    quarter: each octave 1, 2–3, 4–7, … as likely, so the first events a stream sees are trained
+    for); ``shares`` (full, uniform, log-uniform) changes the mixture.
 
     Before, full and uniform sizes only: 1–5 events were 20 % of ML-1M's episodes (27.5 % now), but
     nearly all from users with few training events: a user with 100 or more was cut to 1–5 in at
     most 2.5 % of their episodes (11 % now), the case the by-size curve measures
     (docs/evaluation.md, "Support sizes in training")."""
+    m = min(n, buffer)
     z = rng.random()
-    if z < 0.5:
+    if z < shares[0]:
         return m
-    if z < 0.75:
+    if z < shares[0] + shares[1]:
         return int(rng.integers(1, m + 1))
     return int(min(m, max(1, np.floor(np.exp(rng.uniform(0.0, np.log(m + 1)))))))
 
 
-def sampler(r: Ratings, split: MeluSplit, buffer: int, n_query: int, user_dropout: float) -> Sampler:
+def sampler(r: Ratings, split: MeluSplit, buffer: int, n_query: int, user_dropout: float,
+            size: SupportSize = support_size) -> Sampler:
     """MeLU-style episodes: a random ``n_query`` of the user's training rows is the query, a
-    random prefix of the rest, of :func:`support_size` events (at most ``buffer``), the support."""
+    random prefix of the rest, of ``size`` events (:func:`support_size`; at most ``buffer``), the
+    support."""
     y = r.value
 
     def sample(users: np.ndarray, rng: np.random.Generator) -> tuple[Support, Support]:
@@ -54,7 +65,7 @@ def sampler(r: Ratings, split: MeluSplit, buffer: int, n_query: int, user_dropou
             rows = rng.permutation(split.train[int(u)])
             q = min(n_query, len(rows) // 2)
             rest = rows[q:]
-            sup.append(rest[:support_size(min(len(rest), buffer), rng)])
+            sup.append(rest[:min(size(len(rest), buffer, rng), buffer)])
             qry.append(rows[:q])
             idx.append(0 if rng.random() < user_dropout else int(split.user_index[int(u)]))
         return batch(r, sup, idx, y), batch(r, qry, idx, y, n_query)
