@@ -80,7 +80,7 @@ class Follower:
         fut = asyncio.run_coroutine_threadsafe(self.handler(ann), loop)
         try:
             fut.result()  # one at a time, in order
-        except (concurrent.futures.CancelledError, asyncio.CancelledError):  # the worker is stopping
+        except concurrent.futures.CancelledError:  # the loop cancelled it: the worker is stopping
             log.info("not applying the announcement of %s: the worker is stopping", ann.version)
             self._stop.set()
         except Exception:  # noqa: BLE001

@@ -106,8 +106,9 @@ def send(settings: Any, ann: Announcement) -> None:
             p.close()
 
 
-def newest(settings: Any, timeout_s: float = 10.0) -> Announcement | None:
-    """The newest announcement on ``settings.topic_models`` (``None`` if there is none yet)."""
+def history(settings: Any, timeout_s: float = 10.0, last: int | None = None) -> list[Announcement]:
+    """The valid announcements on ``settings.topic_models``, oldest first (only among the ``last``
+    records when given); empty if there is none or no topic yet."""
     from kafka import KafkaConsumer, TopicPartition
 
     from metarec.kafka_io import _connect, refused_as_broker_error
@@ -117,18 +118,23 @@ def newest(settings: Any, timeout_s: float = 10.0) -> Announcement | None:
         try:
             tp = TopicPartition(settings.topic_models, 0)
             if not c.partitions_for_topic(settings.topic_models):
-                return None
+                return []
             c.assign([tp])
             end = c.end_offsets([tp])[tp]
             if end == 0:
-                return None
-            c.seek(tp, max(0, end - 50))  # compaction keeps few; the newest valid one among the last
-            last: Announcement | None = None
+                return []
+            c.seek(tp, 0 if last is None else max(0, end - last))
+            out: list[Announcement] = []
             deadline = time.monotonic() + timeout_s
             while c.position(tp) < end and time.monotonic() < deadline:
                 for records in c.poll(timeout_ms=500).values():
-                    for r in records:
-                        last = decode(r.value) or last
-            return last
+                    out += [a for r in records if (a := decode(r.value)) is not None]
+            return out
         finally:
             c.close()
+
+
+def newest(settings: Any, timeout_s: float = 10.0) -> Announcement | None:
+    """The newest announcement on ``settings.topic_models`` (``None`` if there is none yet)."""
+    found = history(settings, timeout_s, last=50)  # compaction keeps few; the newest valid one among the last
+    return found[-1] if found else None

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from metarec import announce, modeldir
 from metarec.data.simulate import SimConfig, simulate
@@ -43,23 +42,6 @@ def metric(w: WorkerProcess, name: str, labels: str = "") -> float:
         if line.startswith(name + labels + " ") or (not labels and line.startswith(name + " ")):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def announcements(bootstrap: str, topic: str) -> list[announce.Announcement]:
-    """Every announcement on the models topic, oldest first."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tp = TopicPartition(topic, 0)
-        c.assign([tp])
-        c.seek_to_beginning(tp)
-        end, out = c.end_offsets([tp])[tp], []
-        deadline = time.monotonic() + 20
-        while c.position(tp) < end and time.monotonic() < deadline:
-            for records in c.poll(timeout_ms=500).values():
-                out += [a for r in records if (a := announce.decode(r.value)) is not None]
-        return out
-    finally:
-        c.close()
 
 
 def served(w: WorkerProcess) -> str:
@@ -141,8 +123,7 @@ def test_the_worker_serves_the_trainers_new_version_without_restarting(kafka_boo
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stderr
         assert (root / "latest").resolve().name == v1
-        back = wait_for("the rollback", lambda: next((a for a in announcements(kafka_bootstrap, settings.topic_models)
-                                                      if a.action == "rollback"), None), 30)
+        back = wait_for("the rollback", lambda: next((a for a in announce.history(settings) if a.action == "rollback"), None), 30)
         assert back.version == v1 and served_now in back.rejected
         # the trainer may publish again, but only versions trained from v1 from now on (one that was
         # training from the rolled-back version when the rollback came is discarded as superseded)
