@@ -65,6 +65,7 @@ class Adapter:
         self._flushing = asyncio.Lock()
         self._task: asyncio.Future[None] | None = None  # the flush the linger timer started
         self._watch: asyncio.Future[bool] | None = None  # waits for the compute child's start
+        self._stream: Any = None  # the agent's stream, which acknowledges its events
         self.app = faust.App(
             s.app_id, broker=[f"kafka://{h}" for h in s.kafka_bootstrap.split(",")],
             broker_credentials=kafka_security.faust_credentials(s), store=s.store, datadir=str(s.data_dir),
@@ -106,18 +107,24 @@ class Adapter:
         consumer = self.app.consumer
         patches.eager_drain(consumer)
         patches.room_for_changelog(self.app, 4 * self.settings.batch_max_users + 100)  # the most users pending
-        patches.before_every_commit(consumer, self.store.write)  # no offset is committed ahead of its state
+        patches.before_every_commit(consumer, self._before_commit)
         self._watch = asyncio.ensure_future(self._compute_ready())
-        async for event in stream.events():
+        self._stream = stream
+        async for event in stream.noack().events():  # acknowledged in on_message or after the flush
             msg = event.message
-            await self.on_message(event.key, event.value, msg.topic, msg.partition, msg.offset, msg.timestamp)
+            await self.on_message(event.key, event.value, msg.topic, msg.partition, msg.offset, msg.timestamp, event)
 
     async def on_message(self, key: bytes | None, raw: bytes | None, topic: str, partition: int, offset: int,
-                         kafka_ts: float) -> None:
+                         kafka_ts: float, event: Any = None) -> None:
         """Decode → step → mark pending, or dead-letter, or re-key. Must run inside the agent's stream.
 
         No message can crash the agent: an exception while applying one is that message's dead
         letter (reason ``internal_error``), and the worker goes on with the next.
+
+        ``event`` (faust's, from the agent) is acknowledged once handled: at once if it asks for no
+        recommendation, else once its user's recommendation is sent (:meth:`flush`). An offset is
+        committed only past acknowledged messages, so a crash before a recommendation went out
+        replays its event, and the replay (already in the state) is recommended for again.
         """
         s, m = self.settings, self.metrics
         self.gauges.offsets[partition] = offset
@@ -129,18 +136,23 @@ class Adapter:
         if isinstance(out, Invalid):
             m.events_invalid.labels(out.reason).inc()
             await self.dead_letter(out, key, topic, partition, offset)
+            await self._acknowledge(event)
             return
         if isinstance(out, Rekey):  # no key: send it again to its user's partition
             await deliver(self.send_event, out.key, out.raw, what="rekey", retries=m.delivery_retries)
             m.events_rekeyed.inc()
+            await self._acknowledge(event)
             return
         assert isinstance(out, Applied) and key is not None  # apply() returns Rekey for a keyless event
         m.events_consumed.labels(out.event.kind).inc()
         if not out.new:
             m.events_redelivered.inc()
-            return  # a redelivered event: already applied
-        self.store.put(key, partition, out.state)
-        self.pending.touch(out.state, out.new, kafka_ts or time.time())
+            if not out.replay:  # a duplicate event id: already applied, already recommended for
+                await self._acknowledge(event)
+                return
+        else:
+            self.store.put(key, partition, out.state)
+        self.pending.touch(out.state, out.new, kafka_ts or time.time(), event)
         if len(self.pending) >= 4 * s.batch_max_users:
             await self.flush(wait=True)  # backpressure: consumption runs ahead of compute by a few batches only
         elif len(self.pending) >= s.batch_max_users:
@@ -193,6 +205,22 @@ class Adapter:
                     await self.send_rec(rec)
                     self.metrics.recommendations_emitted.inc()
                     self.metrics.event_to_recommendation_seconds.observe(max(0.0, time.time() - t.first_seen))
+                for t in batch:  # a user whose adaptation failed too: its state is stored, its next event retries
+                    for event in t.acks:
+                        await self._acknowledge(event)
+
+    async def _acknowledge(self, event: Any) -> None:
+        if event is not None and self._stream is not None:
+            await self._stream.ack(event)
+
+    async def _before_commit(self) -> None:
+        """Before every offset commit (periodic, at a rebalance, at a stop): send the pending users'
+        recommendations, so that the commit can include their messages (a rebalance and a stop wait
+        until every message is acknowledged), then write the changed states, so that no offset is
+        committed ahead of its state."""
+        if len(self.pending):
+            await self.flush(wait=True)
+        self.store.write()
 
     async def _compute(self, batch: list[Touched]) -> list[tuple[Touched, Recommendation]]:
         """Adapt and score ``batch``. If that fails, each user is tried alone, so one user's failure

@@ -28,7 +28,7 @@ recovery_progress              a recovery that stops making progress (faust issu
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from importlib.metadata import version
 from typing import Any
 
@@ -60,20 +60,24 @@ def check_versions(installed: Callable[[str], str] = version) -> None:
                               "install requirements.lock, or set METAREC_ALLOW_UNTESTED=1 to run anyway")
 
 
-def before_every_commit(consumer: Any, fn: Callable[[], None]) -> None:
-    """Run ``fn`` before every offset commit of ``consumer``: periodic, at a rebalance, at shutdown.
+def before_every_commit(consumer: Any, fn: Callable[[], Awaitable[None] | None]) -> None:
+    """Run (and await, if it is a coroutine function) ``fn`` before every offset commit of
+    ``consumer``: periodic, at a rebalance, at shutdown.
 
     Every commit of faust's ``Consumer`` (``commit``, ``commit_and_end_transactions``, the one in
-    ``wait_empty``) goes through ``force_commit``; it flushes the producer before it commits, so
+    ``wait_empty``) goes through ``force_commit``, which picks the offsets to commit (the
+    acknowledged ones) after ``fn`` returns, and flushes the producer before it commits, so
     what ``fn`` sends is on the broker before the offset moves. An explicit hook, not a sensor:
     durability must not depend on a monitoring class being installed.
     """
     original = consumer.force_commit
-    if getattr(original, "_metarec_before", None) is fn:
+    if getattr(original, "_metarec_before", None) == fn:
         return
 
     async def force_commit(topics: Any = None, start_new_transaction: bool = True) -> bool:
-        fn()
+        done = fn()
+        if done is not None:
+            await done
         return await original(topics, start_new_transaction=start_new_transaction)  # type: ignore[no-any-return]
 
     force_commit._metarec_before = fn  # type: ignore[attr-defined]

@@ -15,11 +15,13 @@ from metarec.state import Buffered, UserState, replayed, step
 
 @dataclass
 class Touched:
-    """One user's pending work: newest state, events not yet learned from, oldest event time."""
+    """One user's pending work: newest state, events not yet learned from, oldest event time, and
+    the messages to acknowledge once the recommendation is out (opaque here: the service's)."""
 
     state: UserState
     new: list[Buffered] = field(default_factory=list)
     first_seen: float = 0.0  # Kafka timestamp (s) of the oldest event waiting for a recommendation
+    acks: list[object] = field(default_factory=list)
 
 
 class Pending:
@@ -31,14 +33,17 @@ class Pending:
     def __len__(self) -> int:
         return len(self.users)
 
-    def touch(self, state: UserState, new: tuple[Buffered, ...], kafka_ts: float) -> None:
+    def touch(self, state: UserState, new: tuple[Buffered, ...], kafka_ts: float, ack: object = None) -> None:
+        """``state`` is the user's newest; ``ack`` (if given) waits for the user's next recommendation."""
         t = self.users.get(state.user_id)
         if t is None:
-            self.users[state.user_id] = Touched(state, list(new), kafka_ts)
+            t = self.users[state.user_id] = Touched(state, list(new), kafka_ts)
         else:
             t.state = state
             t.new.extend(new)
             t.first_seen = min(t.first_seen, kafka_ts)
+        if ack is not None:
+            t.acks.append(ack)
 
     def take(self, n: int) -> list[Touched]:
         """Remove and return up to ``n`` users, oldest first."""
@@ -48,11 +53,16 @@ class Pending:
 
 @dataclass(frozen=True)
 class Applied:
-    """A valid event applied: the new state and what it added (empty if a duplicate)."""
+    """A valid event applied: the new state and what it added (empty if a duplicate).
+
+    ``replay``: the message was read before (its offset is at or before the state's; a restart
+    after a crash). Its recommendation may not have gone out before the crash, so it is due again.
+    """
 
     state: UserState
     new: tuple[Buffered, ...]
     event: Event
+    replay: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,6 @@ def apply(raw: object, key: bytes | None, prior: UserState | None, buffer_size: 
     if prior is not None and prior.user_id != ev.user_id:
         raise ValueError(f"state of {prior.user_id!r} given for an event of {ev.user_id!r}")
     if position is not None and prior is not None and replayed(prior, *position):
-        return Applied(prior, (), ev)
+        return Applied(prior, (), ev, replay=True)
     state, new = step(prior, [ev], buffer_size, consumed_size, position)
     return Applied(state, new, ev)

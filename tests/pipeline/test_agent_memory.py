@@ -117,3 +117,54 @@ def test_the_changelog_gets_one_record_per_changed_user_per_batch(adapter, sim_e
         assert st.loads(value).events_seen == sum(1 for e in mine[:30] if e.user_id.encode() == key)
     a.store.write()
     assert len(sent) == len(by_key), "nothing changed since: nothing written"
+
+
+async def _settle() -> None:
+    for _ in range(20):  # let the agent take what was put
+        await asyncio.sleep(0)
+
+
+def test_a_message_is_acknowledged_only_once_its_recommendation_is_out(adapter, sim_events) -> None:
+    """No offset is committed ahead of a recommendation: a crash before it went out replays the event."""
+    a, recs, dead = adapter
+    e = sim_events[0]
+    seen: dict[str, bool] = {}
+
+    async def go() -> None:
+        async with a.agent.test_context() as agent:
+            ev = await agent.put(encode(e), key=e.user_id.encode())
+            bad = await agent.put(b"{oops", key=b"u1")
+            await _settle()
+            seen["pending"], seen["dead-lettered"] = ev.message.acked, bad.message.acked
+            await a.flush()
+            seen["recommended"] = ev.message.acked
+
+    run(go())
+    assert len(recs) == 1 and len(dead) == 1
+    assert seen == {"pending": False, "dead-lettered": True, "recommended": True}
+
+
+def test_a_replayed_message_is_recommended_for_again_a_duplicate_event_is_not(adapter, sim_events) -> None:
+    """A message read again at its offset (a restart after a crash) is in the state already, but its
+    recommendation may not have gone out: it is sent (again). A duplicate event id at a new offset
+    (a producer's retry) was recommended for: nothing is sent."""
+    a, recs, dead = adapter
+    e = sim_events[0]
+    acked: list[bool] = []
+
+    async def go() -> None:
+        async with a.agent.test_context() as agent:
+            await agent.put(encode(e), key=e.user_id.encode())
+            await a.flush()
+            agent.sent_offset = 0  # the same message at the same offset
+            replay = await agent.put(encode(e), key=e.user_id.encode())
+            await a.flush()
+            duplicate = await agent.put(encode(e), key=e.user_id.encode())  # offset 1: a new message
+            await _settle()
+            await a.flush()
+            acked.extend([replay.message.acked, duplicate.message.acked])
+
+    run(go())
+    assert [r.events_seen for r in recs] == [1, 1], "the replay is recommended for, with nothing counted twice"
+    assert acked == [True, True]
+    assert a.metrics.registry.get_sample_value("metarec_events_redelivered_total") == 2
