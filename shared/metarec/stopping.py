@@ -5,7 +5,10 @@ Meta-training (:func:`metarec.meta.meta_train`) and the global model's supervise
 ``every`` steps with the step count. It scores the model on validation users
 (``validate(model) -> float``, lower is better, e.g. adapted MAE), keeps a copy of the best
 weights, and says stop once ``patience`` checks in a row failed to improve on the best by more
-than ``min_delta``. :meth:`EarlyStopping.finish` checks the last weights and loads the best back. The curve, the
+than ``min_delta``. With ``smooth`` > 1 a check is judged by the mean of the last ``smooth``
+validation losses (the checks are noisy: one lucky check must not end training, nor win it); the
+weights kept are those of the best window's last check. :meth:`EarlyStopping.finish` checks the
+last weights and loads the best back. The curve, the
 best step and why training stopped (``patience``, ``cap``: the step limit was reached while
 still improving, or ``time``: a time budget cut it short) go into the report, so a cap that
 under-trains is visible instead of silent.
@@ -33,6 +36,7 @@ class EarlyStopping:
     every: int  # steps between checks (>= 1)
     patience: int  # checks without an improvement before stopping (>= 1)
     min_delta: float = 0.0  # an improvement must beat the best by more than this
+    smooth: int = 1  # judge a check by the mean of the last `smooth` validation losses
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation loss) per check
     best_step: int = 0  # step of the best check (0: none yet)
     best_value: float = math.inf
@@ -41,8 +45,9 @@ class EarlyStopping:
     _bad: int = 0
 
     def __post_init__(self) -> None:
-        if self.every < 1 or self.patience < 1:
-            raise ValueError(f"early stopping needs every >= 1 and patience >= 1, got {self.every}, {self.patience}")
+        if self.every < 1 or self.patience < 1 or self.smooth < 1:
+            raise ValueError("early stopping needs every >= 1, patience >= 1 and smooth >= 1, "
+                             f"got {self.every}, {self.patience}, {self.smooth}")
 
     def due(self, step: int) -> bool:
         """True when ``step`` (1-based steps done) is a check step."""
@@ -56,8 +61,10 @@ class EarlyStopping:
             value = float(self.validate(model))
         model.train(was_training)
         self.curve.append((step, value))
-        if value < self.best_value - self.min_delta:
-            self.best_value, self.best_step, self._bad = value, step, 0
+        recent = [v for _, v in self.curve[-self.smooth:]]
+        judged = sum(recent) / len(recent)
+        if judged < self.best_value - self.min_delta:
+            self.best_value, self.best_step, self._bad = judged, step, 0
             self._best_state = copy.deepcopy(model.state_dict())
         else:
             self._bad += 1
@@ -80,7 +87,7 @@ class EarlyStopping:
             model.load_state_dict(self._best_state)
 
     def summary(self) -> dict[str, Any]:
-        """JSON-ready: steps at the best check, why training stopped, the validation curve."""
+        """JSON-ready: steps at the best check, its (smoothed) loss, why training stopped, the raw validation curve."""
         return {"best_step": self.best_step, "best_value": self.best_value, "stopped_by": self.stopped_by,
-                "steps_run": self.curve[-1][0] if self.curve else 0,
+                "smooth": self.smooth, "steps_run": self.curve[-1][0] if self.curve else 0,
                 "curve": [[s, v] for s, v in self.curve]}

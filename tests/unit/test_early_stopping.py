@@ -52,9 +52,39 @@ def test_min_delta_counts_small_gains_as_none() -> None:
     assert stop.best_value == 1.0
 
 
+def test_smoothing_judges_the_mean_of_recent_checks() -> None:
+    """One lucky check neither wins nor ends training: judged alone, the 0.6 at check 4 is the best
+    and training stops at check 7; judged by the mean of 3, training goes on to the real minimum
+    (the window ending at check 12), and those weights are kept."""
+    values = [1.0, 0.9, 0.85, 0.6, 0.85, 0.8, 0.75, 0.72, 0.65, 0.6, 0.62, 0.64, 0.66, 0.7, 0.75, 0.8]
+
+    def run(smooth: int) -> tuple[EarlyStopping, int, dict[int, torch.Tensor]]:
+        vals = iter(values)
+        stop = EarlyStopping(lambda m: next(vals), every=1, patience=3, smooth=smooth)
+        model, weights = nn.Linear(1, 1), {}
+        for step in range(1, len(values) + 1):
+            with torch.no_grad():
+                model.weight += 1.0
+            weights[step] = model.weight.clone()
+            if stop.check(model, step):
+                break
+        stop.restore(model)
+        assert torch.equal(model.weight, weights[stop.best_step]), "the best window's last weights"
+        return stop, step, weights
+
+    raw, stopped, _ = run(1)
+    assert (raw.best_step, raw.best_value, stopped) == (4, 0.6, 7)
+    smooth, stopped, _ = run(3)
+    assert (smooth.best_step, stopped) == (12, 15)
+    assert smooth.best_value == pytest.approx((0.6 + 0.62 + 0.64) / 3)
+    assert [v for _, v in smooth.curve] == values[:15], "the curve keeps the raw checks"
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="patience"):
         EarlyStopping(lambda m: 0.0, every=0, patience=1)
+    with pytest.raises(ValueError, match="smooth"):
+        EarlyStopping(lambda m: 0.0, every=1, patience=1, smooth=0)
 
 
 def _tasks(n_users: int = 6, s: int = 5) -> tuple[RecModel, np.ndarray, TrainConfig]:

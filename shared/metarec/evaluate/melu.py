@@ -84,7 +84,7 @@ class Melu:
     def _stopper(self, split: MeluSplit, seen: np.ndarray, steps: int | None, every: int) -> EarlyStopping | None:
         if self.plan.epochs <= 0:
             return None
-        return stopper(self.r, split, seen, every, self.plan.patience, steps)
+        return stopper(self.r, split, seen, every, self.plan.patience, steps, self.plan.smooth)
 
     def _log(self, kind: str, params: dict[str, Any], seed: int, stop: EarlyStopping | None) -> None:
         if stop is not None:

@@ -103,7 +103,7 @@ GLOBAL_PROBE = ((3, 0.1), (10, 0.1), (10, 0.3))
 
 
 def stopper(r: Ratings, split: MeluSplit, seen_items: np.ndarray, every: int, patience: int,
-            steps: int | None) -> EarlyStopping:
+            steps: int | None, smooth: int = 1) -> EarlyStopping:
     """Early stopping on the validation users: a meta-learned model is scored by its MAE after
     ``steps`` adaptation steps with its own rates, the global model (``steps=None``) by its best
     fine-tuned MAE over :data:`GLOBAL_PROBE`. Scored on a copy whose unseen items get the
@@ -116,4 +116,4 @@ def stopper(r: Ratings, split: MeluSplit, seen_items: np.ndarray, every: int, pa
         return min(score(r, split, split.val, neural(m, n, lr, "layers+out", "huber")).get("mae", np.inf)
                    for n, lr in GLOBAL_PROBE)
 
-    return EarlyStopping(validate, every=max(1, every), patience=patience)
+    return EarlyStopping(validate, every=max(1, every), patience=patience, smooth=smooth)

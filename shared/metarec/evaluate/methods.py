@@ -48,6 +48,7 @@ class Plan:
     epochs: float = 0.0
     check_epochs: float = 1.0
     patience: int = 6
+    smooth: int = 1  # each check judged by the mean of the last `smooth` (see metarec.stopping)
 
     def stopped(self, n_train_users: int) -> Plan:
         """With early stopping: the step caps for ``n_train_users`` training users (a search trial
@@ -70,10 +71,11 @@ class Plan:
         return cls(meta_steps=max(20, int(30 * unit)), trial_steps=max(10, int(15 * unit)),
                    trials=max(2, int(0.5 * unit)), repeats=repeats)
 
-    def early_stopped(self, epochs: float = 40.0, min_trials: int = 4) -> Plan:
+    def early_stopped(self, epochs: float = 40.0, min_trials: int = 4, smooth: int = 3) -> Plan:
         """The melu plan: lengths by early stopping (at most ``epochs`` passes over the training
-        users), and at least ``min_trials`` trials per family, so every algorithm gets one."""
-        return dataclasses.replace(self, epochs=epochs, trials=max(self.trials, min_trials))
+        users, each check judged by the mean of the last ``smooth``), and at least ``min_trials``
+        trials per family, so every algorithm gets one."""
+        return dataclasses.replace(self, epochs=epochs, trials=max(self.trials, min_trials), smooth=smooth)
 
 
 def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, seed: int) -> RecModel:

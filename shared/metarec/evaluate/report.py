@@ -202,8 +202,10 @@ def write_report(out: Path, protocol: str, dataset: str, seed: int, result: dict
 def training_section(training: list[dict[str, Any]]) -> list[str]:
     """How long each early-stopped model trained: steps run, the best check, why it stopped
     (``cap`` means the step cap was hit while validation still improved: raise ``epochs``)."""
+    smooth = max((int(t.get("smooth", 1)) for t in training), default=1)
+    judged = f"best val MAE (mean of {smooth} checks)" if smooth > 1 else "best val MAE"
     lines = ["## Training length (early stopping on validation users)", "",
-             "| model | seed | steps run | best step | stopped by | best val MAE | val MAE at checks |",
+             f"| model | seed | steps run | best step | stopped by | {judged} | val MAE at checks |",
              "|---|---|---|---|---|---|---|"]
     for t in training:
         name = t["params"].get("algorithm", t["kind"]) if t["kind"] == "meta" else "global"
