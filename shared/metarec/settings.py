@@ -84,7 +84,7 @@ class WorkerSettings(KafkaSettings):
     group_instance_id: str | None = None  # static group membership (Kubernetes: the pod name)
     session_timeout_s: float = Field(default=10.0, ge=6.0, le=300.0)  # a silent member is dropped after this
     commit_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)  # offsets (and the changelog) this often
-    recovery_stall_s: float = Field(default=60.0, ge=0.0)  # a table recovery without progress this long: restart
+    recovery_stall_s: float = Field(default=20.0, ge=0.0)  # a table recovery without progress this long: restart
     leave_group_on_shutdown: bool = True  # a static member leaves at SIGTERM, so its partitions move at once
     follow_models: bool = True  # switch to each version announced on topic_models (hot swap), between batches
     rollback_margin: float = Field(default=0.02, ge=0.0)  # adapted logloss worse than the previous version's by this

@@ -113,31 +113,65 @@ class Watch(threading.Thread):
         self.join(timeout=30)
 
 
+STALL_EXIT = "stopping the worker so that it is restarted (METAREC_RECOVERY_STALL_S)"
+
+
 class Fleet:
-    """Workers of one consumer group. A replacement gets the same index: port, data dir, instance id."""
+    """Workers of one consumer group. A replacement gets the same index: port, data dir, instance id.
+
+    Like the StatefulSet, the fleet restarts a worker that exits on its own, but only one that the
+    recovery watchdog stopped (faust's recovery can hang after a rebalance; see docs/operating.md):
+    those restarts are counted in ``restarts``. Any other exit is left for the checks to find.
+    """
 
     def __init__(self, env: dict[str, str], tmp: Path) -> None:
         self.env, self.tmp = env, tmp
         self.workers: dict[int, WorkerProcess] = {}
         self.ports: dict[int, int] = {}
         self.ready_s: list[float] = []  # process start -> faust "Ready", per start
+        self.restarts: list[str] = []  # the watchdog's exits that were restarted, with their log line
+        self._lock = threading.RLock()
+        self._log_from: dict[int, int] = {}  # where each worker's current process began its log
+        self._halt = threading.Event()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True, name="chaos-supervisor")
+        self._supervisor.start()
 
     def start(self, i: int) -> WorkerProcess:
         port = self.ports.setdefault(i, free_port())
         env = {**self.env, "METAREC_WEB_PORT": str(port), "METAREC_DATA_DIR": str(self.tmp / f"w{i}"),
                "METAREC_GROUP_INSTANCE_ID": f"{self.env.get('METAREC_APP_ID', 'metarec')}-{i}"}
         w = WorkerProcess(env, self.tmp / f"worker-{i}.log")
-        t = time.monotonic()
-        w.start()
-        self.ready_s.append(round(time.monotonic() - t, 2))
-        self.workers[i] = w
+        with self._lock:
+            self._log_from[i] = w.log_path.stat().st_size if w.log_path.exists() else 0
+            t = time.monotonic()
+            w.start()
+            self.ready_s.append(round(time.monotonic() - t, 2))
+            self.workers[i] = w
         return w
 
+    def _supervise(self) -> None:
+        while not self._halt.wait(0.5):
+            with self._lock:
+                for i, w in list(self.workers.items()):
+                    if w.proc is None or w.proc.poll() is None:
+                        continue
+                    with open(w.log_path, "rb") as f:
+                        f.seek(self._log_from.get(i, 0))
+                        stalled = [line for line in f.read().decode(errors="replace").splitlines() if STALL_EXIT in line]
+                    if not stalled:
+                        continue  # any other exit: not restarted, the checks report it
+                    self.restarts.append(stalled[-1])
+                    del self.workers[i]
+                    self.start(i)
+
     def kill(self, i: int) -> None:
-        self.workers.pop(i).kill()
+        with self._lock:
+            self.workers.pop(i).kill()
 
     def term(self, i: int) -> None:
-        self.workers.pop(i).stop()
+        with self._lock:
+            w = self.workers.pop(i)
+        w.stop()
 
     def pause(self, i: int, seconds: float) -> None:
         w = self.workers[i]
@@ -147,6 +181,8 @@ class Fleet:
         os.kill(w.proc.pid, signal.SIGCONT)
 
     def stop_all(self) -> None:
+        self._halt.set()
+        self._supervisor.join(timeout=150)
         for i in list(self.workers):
             self.term(i)
 

@@ -63,8 +63,10 @@ def settle(fleet: Fleet, load: Load, watch: Watch, env: dict[str, str], bootstra
     v = verdict(load, watch, changelog)
     FIGURES[name] = v.figures
     log = fleet.logs()
-    if "Crashed reason" in log:
+    crashes = [line for line in log.splitlines() if "Crashed reason" in line]
+    if len(crashes) > len(fleet.restarts):  # the recovery watchdog's own exits were restarted and are counted
         v.problems.append("an agent crashed: see the worker logs")
+    v.figures["recovery_stall_restarts"] = len(fleet.restarts)
     if "No event received for active tp" in log:  # faust's recovery waiting on a changelog partition
         v.problems.append("a worker's table recovery stalled (faust: 'No event received for active tp')")
     v.figures["invariants"] = "held" if not v.problems else f"{len(v.problems)} problems"
@@ -174,4 +176,6 @@ def teardown_module() -> None:
         if scale.get("latency_s", {}).get("p99") is not None:
             p99 = scale["latency_s"]["p99"]
             lines.append(f"- scale 1 -> 2 -> 3 -> 1, p99: {p99} s ({'met' if p99 <= 5 else 'NOT met'})")
+        stalls = {n: f["recovery_stall_restarts"] for n, f in FIGURES.items() if f.get("recovery_stall_restarts")}
+        lines.append(f"- table recoveries that stalled and were restarted by the watchdog: {stalls or 'none'}")
         (RESULTS / "chaos.md").write_text("\n".join(lines) + "\n")
