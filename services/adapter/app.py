@@ -260,10 +260,11 @@ class Adapter:
             return False
 
     async def shutdown(self, sender: Any = None, **_: Any) -> None:
-        """At a graceful stop, once faust has stopped consuming and committed (the store is written
-        before every commit): recommend for the users still pending, then stop the compute child.
-        So a SIGTERM loses no recommendation, and the next owner of the partitions starts exactly
-        at the committed offsets (nothing reprocessed)."""
+        """At a graceful stop, once faust has stopped consuming and committed: the commit has already
+        sent the pending users' recommendations (:meth:`_before_commit`; faust waits for every
+        message to be acknowledged), so this loop only catches what is left, then the compute child
+        stops. So a SIGTERM loses no recommendation, and the next owner of the partitions starts
+        exactly at the committed offsets (nothing reprocessed)."""
         if self._task is not None:
             await asyncio.wait([self._task])  # the timer's flush, if one is running
         while len(self.pending) and await self._compute_ready():
