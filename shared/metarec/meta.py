@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from metarec.adapt import Support, adapt, predict_rows
+from metarec.averaging import WeightAverage
 from metarec.features import EventTable, pad_support
 from metarec.model import RATING_LOSSES, RecModel, loss_fn
 from metarec.quality import auc, logloss
@@ -75,11 +76,16 @@ class TrainConfig:
     # adapted model with another: inner MSE steps judged by an outer huber or L1 loss meta-learn for
     # query MAE (the melu evaluation searches it)
     outer_loss: str | None = None
+    # decay of the exponential moving average of the weights that checks see and training keeps
+    # (metarec.averaging); 0 = the raw weights
+    ema: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"algorithm {self.algorithm!r} is not one of {', '.join(ALGORITHMS)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1), got {self.ema}")
         if not self.init_loss_weight >= 0.0:
             raise ValueError(f"init_loss_weight must be >= 0, got {self.init_loss_weight}")
         if self.outer_loss is not None and self.outer_loss not in RATING_LOSSES:
@@ -166,12 +172,14 @@ def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg
     when given, e.g. the MeLU protocol's random support/query split. With ``stop``, the model
     is checked on validation users every ``stop.every`` steps, training ends after
     ``stop.patience`` checks without improvement (``cfg.steps`` is then only a cap), and the
-    best checked weights are restored at the end.
+    best checked weights are restored at the end. With ``cfg.ema`` > 0 the checks score, and
+    training keeps, the moving average of the weights (:mod:`metarec.averaging`).
     """
     mc = model.cfg
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.outer_lr)
+    avg = WeightAverage(model, cfg.ema)
     history: list[float] = []
     t0 = time.monotonic()
     for it in range(cfg.steps):
@@ -185,17 +193,19 @@ def meta_train(model: RecModel, table: EventTable | None, users: np.ndarray, cfg
         loss = outer_step(model, sup, qry, cfg.algorithm, cfg.init_loss_weight, cfg.outer_loss)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
+        avg.update(model)
         history.append(float(loss))
         if on_step:
             on_step(it, float(loss))
-        if stop is not None and stop.due(it + 1) and stop.check(model, it + 1):
+        if stop is not None and stop.due(it + 1) and stop.check(avg.view(model), it + 1):
             break
         if time.monotonic() - t0 > cfg.time_budget_s:
             if stop is not None:
                 stop.stopped_by = "time"
             break
     if stop is not None:
-        stop.finish(model, len(history))
+        stop.finish(avg.view(model), len(history))
+    avg.settle(model)
     return history
 
 

@@ -49,6 +49,9 @@ class Plan:
     check_epochs: float = 1.0
     patience: int = 6
     smooth: int = 1  # each check judged by the mean of the last `smooth` (see metarec.stopping)
+    # the weights' moving average, meta and global alike (metarec.averaging), its horizon in passes
+    # over the training users (0: off, the raw weights)
+    ema_epochs: float = 0.0
 
     def stopped(self, n_train_users: int) -> Plan:
         """With early stopping: the step caps for ``n_train_users`` training users (a search trial
@@ -62,6 +65,13 @@ class Plan:
         """Outer steps between early-stopping checks."""
         return max(1, int(round(self.check_epochs * n_train_users / self.meta_batch)))
 
+    def ema_decay(self, n_train_users: int, ratio: int = 1) -> float:
+        """The moving average's decay ``1 - 1/H`` for a horizon of ``H = ema_epochs`` passes, in
+        steps (``ratio`` x the meta steps for the global model's minibatches); 0 when off."""
+        if self.ema_epochs <= 0:
+            return 0.0
+        return 1.0 - 1.0 / max(1.0, self.ema_epochs * n_train_users / self.meta_batch * ratio)
+
     @classmethod
     def for_budget(cls, minutes: float, repeats: int, scale: float = 1.0) -> Plan:
         """Counts that fit ``minutes`` on 2 cores for ml-100k (``scale`` < 1 for bigger data)."""
@@ -71,11 +81,14 @@ class Plan:
         return cls(meta_steps=max(20, int(30 * unit)), trial_steps=max(10, int(15 * unit)),
                    trials=max(2, int(0.5 * unit)), repeats=repeats)
 
-    def early_stopped(self, epochs: float = 40.0, min_trials: int = 4, smooth: int = 3) -> Plan:
+    def early_stopped(self, epochs: float = 40.0, min_trials: int = 4, smooth: int = 3,
+                      ema_epochs: float = 3.0) -> Plan:
         """The melu plan: lengths by early stopping (at most ``epochs`` passes over the training
-        users, each check judged by the mean of the last ``smooth``), and at least ``min_trials``
-        trials per family, so every algorithm gets one."""
-        return dataclasses.replace(self, epochs=epochs, trials=max(self.trials, min_trials), smooth=smooth)
+        users, each check judged by the mean of the last ``smooth``, on the weights' moving average
+        over ``ema_epochs`` passes), and at least ``min_trials`` trials per family, so every
+        algorithm gets one."""
+        return dataclasses.replace(self, epochs=epochs, trials=max(self.trials, min_trials), smooth=smooth,
+                                   ema_epochs=ema_epochs)
 
 
 def meta_model(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net: Net, seed: int) -> RecModel:
@@ -97,7 +110,7 @@ def train_meta(r: Ratings, n_users: int, mode: str, params: dict[str, Any], net:
     cfg = TrainConfig(algorithm=params["algorithm"], meta_batch=plan.meta_batch, outer_lr=float(params["outer_lr"]),
                       steps=steps, time_budget_s=1e9, query_size=10, user_dropout=plan.user_dropout, seed=seed,
                       init_loss_weight=float(params.get("init_loss_weight", 0.0)),
-                      outer_loss=params.get("outer_loss") if mode == "rating" else None)
+                      outer_loss=params.get("outer_loss") if mode == "rating" else None, ema=plan.ema_decay(len(users)))
     meta_train(model, table, users, cfg, sampler=sampler, stop=stop)
     model.eval()
     fill_unseen_items(model, seen_items)
@@ -111,7 +124,8 @@ def train_global(r: Ratings, n_users: int, mode: str, params: dict[str, Any], ne
     loss ``params["loss"]``, "mse" if absent; fine-tuning adapts with the same loss)."""
     model = make_model(r, n_users, mode, "layers+out", 0, 0.0, net, seed, rating_loss=params.get("loss", "mse"))
     fit_global(model, r, rows, user_idx, y, steps * plan.global_ratio, float(params["lr"]),
-               float(params["weight_decay"]), plan.user_dropout, seed, stop=stop)
+               float(params["weight_decay"]), plan.user_dropout, seed, stop=stop,
+               ema=plan.ema_decay(len(np.unique(user_idx[rows])), plan.global_ratio))
     model.eval()
     fill_unseen_items(model, seen_items)
     return model

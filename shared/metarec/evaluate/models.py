@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from metarec.adapt import Support, adapt, predict_rows
+from metarec.averaging import WeightAverage
 from metarec.evaluate.data import CONTEXT_BUCKETS, ITEM_ATTRS, MAX_CONTEXT, Ratings
 from metarec.model import ModelConfig, RecModel, loss_fn
 from metarec.stopping import EarlyStopping
@@ -75,7 +76,7 @@ def batch(r: Ratings, rows: Sequence[np.ndarray], user_idx: Sequence[int], y: np
 
 def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarray, y: np.ndarray, steps: int,
                lr: float, weight_decay: float, user_dropout: float, seed: int, batch_size: int = 512,
-               stop: EarlyStopping | None = None) -> None:
+               stop: EarlyStopping | None = None, ema: float = 0.0) -> None:
     """Plain supervised training of ``model`` on rows ``rows`` (the non-meta global model).
 
     With ``stop``, ``steps`` is a cap: the model is checked on validation users every
@@ -83,11 +84,13 @@ def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarr
 
     ``user_idx (N,)`` is each row's model user index; with probability ``user_dropout`` a row
     uses the unknown user (index 0), which new users get at test time — the same device the
-    meta-learner uses, so both know what to do with a user they have never seen.
+    meta-learner uses, so both know what to do with a user they have never seen. ``ema``: as
+    meta-training's (:mod:`metarec.averaging`), so both are judged and kept the same way.
     """
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    avg = WeightAverage(model, ema)
     step = 0
     for step in range(1, steps + 1):
         pick = rng.integers(0, len(rows), size=min(batch_size, len(rows)))
@@ -99,10 +102,12 @@ def fit_global(model: RecModel, r: Ratings, rows: np.ndarray, user_idx: np.ndarr
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if stop is not None and stop.due(step) and stop.check(model, step):
+        avg.update(model)
+        if stop is not None and stop.due(step) and stop.check(avg.view(model), step):
             break
     if stop is not None:
-        stop.finish(model, step)
+        stop.finish(avg.view(model), step)
+    avg.settle(model)
 
 
 def fill_unseen_items(model: RecModel, seen: np.ndarray) -> None:
