@@ -103,6 +103,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, sim_events: list) -> Pat
 
 
 @pytest.fixture(scope="session")
+def amazon_cdr() -> Path:
+    path = SHARED_DATA / "amazon-cdr"
+    if not (path / "game_video" / "train.txt").exists():
+        pytest.skip(f"Amazon cross-domain pairs not found at {path} (the data is not redistributed with metarec)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def ml100k() -> Path:
     path = SHARED_DATA / "ml-100k"
     if not (path / "u.data").exists():

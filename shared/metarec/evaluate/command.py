@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-PROTOCOLS = ("melu", "prequential")
+PROTOCOLS = ("melu", "prequential", "cross-domain")
+CROSS_FORMAT = "amazon-cdr"  # the cross-domain protocol's one format (a folder of the pair's target domain)
 
 
 def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) -> None:
@@ -25,7 +26,9 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) 
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if fmt not in FORMATS:
+    if protocol == "cross-domain" and fmt != CROSS_FORMAT:
+        raise ValueError(f"--protocol cross-domain reads --format {CROSS_FORMAT}, got {fmt!r}")
+    if protocol != "cross-domain" and fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be positive, got {budget_minutes}")
@@ -38,6 +41,8 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     """Load, evaluate, write ``metrics.json``, ``report.md``, plots (and on melu ``best.json``) under ``out``;
     returns the result."""
     check_arguments(protocol, data, fmt, budget_minutes)
+    if protocol == "cross-domain":
+        return _cross_domain(data, out, seed, repeats or 3, on_progress)
     import torch
 
     from metarec.evaluate import melu, plots, report
@@ -87,15 +92,35 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     return result
 
 
+def _cross_domain(data: Path, out: Path, seed: int, repeats: int, on_progress: Any) -> dict[str, Any]:
+    import torch
+
+    from metarec.crossdomain import protocol, report
+    from metarec.crossdomain.data import load_pair
+
+    torch.set_num_threads(1)
+    pair = load_pair(data)
+    out.mkdir(parents=True, exist_ok=True)
+    result = protocol.run(pair, list(range(seed, seed + repeats)), protocol.Budget(), on_progress or (lambda m: None))
+    result["pair"] = pair.name
+    notes = [f"data: {data} ({pair.name}): {len(pair.train)} training lines of both domains, "
+             f"{len(pair.cold_users())} cold-start users, {len(pair.valid)} valid and {len(pair.test)} test lines",
+             *result["notes"], "--budget-minutes does not apply: early stopping on validation sets each length"]
+    report.write(out, str(data), result, notes)
+    return result
+
+
 def evaluate(
-    protocol: Annotated[str, typer.Option(help="melu (cold start, MeLU KDD 2019) | prequential (test-then-train)")],
-    data: Annotated[Path, typer.Option(help="Dataset folder (MovieLens) or file (csv, parquet, simulated .jsonl).")],
-    fmt: Annotated[str, typer.Option("--format", help="ml-100k | ml-1m | csv | parquet | simulated")],
+    protocol: Annotated[str, typer.Option(
+        help="melu (MeLU KDD 2019) | prequential (test-then-train) | cross-domain (CDRIB ICDE 2022)")],
+    data: Annotated[Path, typer.Option(
+        help="Folder (MovieLens, amazon-cdr/<target>_<source>) or file (csv, parquet, simulated .jsonl).")],
+    fmt: Annotated[str, typer.Option("--format", help="ml-100k | ml-1m | csv | parquet | simulated | amazon-cdr")],
     out: Annotated[Path, typer.Option(help="Folder for metrics.json, report.md and the plots.")],
     budget_minutes: Annotated[float, typer.Option(help="Work budget; sets step and trial counts.")] = 20.0,
     seed: Annotated[int, typer.Option(help="Random seed (splits, initializations, search).")] = 0,
-    repeats: Annotated[int | None, typer.Option(min=1, help="Test repetitions (seeds seed..): melu 3, prequential 1.")]
-    = None,
+    repeats: Annotated[int | None, typer.Option(
+        min=1, help="Test repetitions (seeds seed..): melu and cross-domain 3, prequential 1.")] = None,
     pretrain: Annotated[bool, typer.Option(help="Meta-train from a supervised global model instead of scratch.")]
     = False,
 ) -> None:

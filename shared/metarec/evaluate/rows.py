@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3", "auc", "logloss", "hr@10", "ndcg@10")
+METRICS = ("mae", "rmse", "ndcg@1", "ndcg@3", "ndcg_lin@3", "auc", "logloss", "hr@10", "ndcg@10",
+           "mrr", "ndcg@5", "hr@1", "hr@5")  # the last four: the cross-domain protocol
 COUNTS = ("n_users", "events")
 
 Result = dict[tuple[str, str], dict[str, Any]]

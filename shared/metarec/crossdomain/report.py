@@ -1,0 +1,55 @@
+"""The cross-domain report: ``metrics.json``, ``report.md`` and ``ndcg_by_k.png``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from metarec.crossdomain.protocol import K_SIZES
+from metarec.crossdomain.ranking import METRICS
+from metarec.evaluate.report import _clean, table, verdict, write_metrics
+
+
+def plot(out: Path, rows: list[dict[str, Any]]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name in dict.fromkeys(r["method"] for r in rows):
+        pts = sorted((int(r["split"]), r["ndcg@10"]) for r in rows
+                     if r["method"] == name and r.get("ndcg@10") is not None)
+        ax.plot([k for k, _ in pts], [v for _, v in pts], marker="o", label=name)
+    ax.set_xlabel("target-domain events given (k)")
+    ax.set_ylabel("NDCG@10 (cold-start users)")
+    ax.set_xticks(list(K_SIZES))
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "ndcg_by_k.png", dpi=110)
+    plt.close(fig)
+    return "ndcg_by_k.png"
+
+
+def write(out: Path, data: str, result: dict[str, Any], notes: list[str]) -> None:
+    rows = result["rows"]
+    name = result["pair"]
+    extra = {k: result[k] for k in ("seeds", "chosen", "margins", "seconds")}
+    write_metrics(out, "cross-domain", name, result["seeds"][0], rows, {**extra, "data": data})
+    png = plot(out, rows)
+    lines = [f"# metarec evaluate — cross-domain cold start, {name}", "",
+             f"Seeds: {', '.join(map(str, result['seeds']))} (± is the standard deviation across seeds). "
+             f"Wall time: {result['seconds']['total']:.0f} s.", "",
+             "Each held-out target-domain line of a cold-start user is ranked against 999 sampled target "
+             "items the user has no held-out line with (CDRIB, ICDE 2022); metrics average over lines, ties "
+             "count in expectation. k: target events given first (from the user's valid lines).", "",
+             "## Verdicts (NDCG@10)", ""]
+    lines += [verdict(m, f"k = {m['split']}") for m in result["margins"] if m is not None]
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    for k in K_SIZES:
+        lines += [f"## k = {k}", ""] + table(rows, str(k), METRICS) + [""]
+    lines += ["## Chosen on validation, and training lengths", "", "```json",
+              json.dumps(_clean(result["chosen"]), indent=2), "```", "", f"![{png}]({png})", ""]
+    (out / "report.md").write_text("\n".join(lines))
