@@ -17,9 +17,10 @@ from metarec.crossdomain.data import load_pair
 from metarec.crossdomain.ranking import METRICS
 from tests.unit.crossdomain_data import write_pair
 
-SMALL = protocol.Budget(rec_steps=150, rec_every=25, enc_steps=300, enc_every=25, patience=2)
+SMALL = protocol.Budget(rec_steps=150, rec_every=25, enc_steps=300, enc_every=25, patience=2, enc_patience=2)
 METHODS = {"popularity", "item-kNN (cross-domain)", "target-only", "shared", "EMCDR", "fine-tuned",
-           "meta: history encoder", "meta: history encoder (no adaptation)"}
+           "meta: learned memory", "meta: learned memory (no adaptation)",
+           "meta: memory + encoder", "meta: memory + encoder (no adaptation)"}
 
 
 def test_every_method_at_every_k_on_a_planted_pair(tmp_path: Path) -> None:
@@ -41,8 +42,8 @@ def test_every_method_at_every_k_on_a_planted_pair(tmp_path: Path) -> None:
     assert all(m["verdict"] in ("win", "tie", "loss") for m in res["margins"])
     # every trained model's length came from early stopping on validation
     assert {t["method"] for t in res["chosen"][0]["training"]} == {
-        "target-only", "shared", "source-only (EMCDR)", "meta: history encoder"}
-    assert any("encoder trained" in t for t in ticks)
+        "target-only", "shared", "source-only (EMCDR)", "meta: learned memory", "meta: memory + encoder"}
+    assert any("learned memory trained" in t for t in ticks)
 
 
 def test_given_events_come_from_valid_lines_and_test_ranks_test_lines(tmp_path: Path) -> None:

@@ -48,19 +48,26 @@ class CrossKNN:
         self.cross = (damp @ (xb.T @ xb)).tocsr()  # item × item among bridge users
         self.within = (sp.diags(1.0 / np.maximum(self.pop, 1.0) ** alpha) @ (xt.T @ xt)).tocsr()
 
-    def scores(self, source: list[np.ndarray], target: list[np.ndarray], cands: np.ndarray) -> np.ndarray:
-        """Per line: its user's source items and given target items → ``(L, C)`` scores of ``cands``."""
-        n = self.pair.n_items
-        def bag(sets: list[np.ndarray]) -> sp.csr_matrix:
-            rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
-            cols = np.concatenate(sets) if sets else np.zeros(0, np.int64)
-            return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(sets), n))
-        out = np.empty(cands.shape, np.float64)
+    def _bag(self, sets: list[np.ndarray]) -> sp.csr_matrix:
+        rows = np.repeat(np.arange(len(sets)), [len(s) for s in sets])
+        cols = np.concatenate(sets) if sets else np.zeros(0, np.int64)
+        return sp.csr_matrix((np.ones(len(cols)), (rows, cols)), shape=(len(sets), self.pair.n_items))
+
+    def raw(self, source: list[np.ndarray], target: list[np.ndarray],
+            cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(L, C)`` each: the candidates' (damped) co-occurrence with each line's source items,
+        through the bridge users, and with its given target items, through the target users."""
+        cross, within = np.empty(cands.shape, np.float64), np.empty(cands.shape, np.float64)
         for a in range(0, len(cands), 256):
             sl = slice(a, a + 256)
-            s = (bag(source[sl]) @ self.cross + bag(target[sl]) @ self.within).toarray()  # (l, n_items)
-            out[sl] = np.take_along_axis(s, cands[sl], 1)
-        return out + 1e-3 * np.log1p(self.pop[cands]) / np.log1p(self.pop.max())
+            cross[sl] = np.take_along_axis((self._bag(source[sl]) @ self.cross).toarray(), cands[sl], 1)
+            within[sl] = np.take_along_axis((self._bag(target[sl]) @ self.within).toarray(), cands[sl], 1)
+        return cross, within
+
+    def scores(self, source: list[np.ndarray], target: list[np.ndarray], cands: np.ndarray) -> np.ndarray:
+        """Per line: its user's source items and given target items → ``(L, C)`` scores of ``cands``."""
+        cross, within = self.raw(source, target, cands)
+        return cross + within + 1e-3 * np.log1p(self.pop[cands]) / np.log1p(self.pop.max())
 
 def emcdr_map(src_vec: np.ndarray, tgt_vec: np.ndarray, seed: int, epochs: int = 400) -> nn.Module:
     """An MLP ``source vector → target vector`` fitted by MSE on the bridge users (10 % held out for

@@ -31,6 +31,10 @@ from metarec.stopping import EarlyStopping
 K_SIZES = (0, 1, 2, 3)
 FT_GRID = ((1, 0.1), (3, 0.1), (1, 1.0), (3, 1.0))  # fine-tuning (steps, lr), chosen per k on validation
 KNN_ALPHAS = (0.0, 0.5)
+# the meta-learners (:mod:`.encoder`), trained on episodes shaped like the test: a user entering the
+# target domain with their source history and k target events, their own lines left out of the memory
+META = {"meta: learned memory": EncoderConfig(embed=False, lr=3e-3),
+        "meta: memory + encoder": EncoderConfig(embed=True, lr=5e-4)}
 Tick = Callable[[str], None]
 
 
@@ -41,8 +45,9 @@ class Budget:
     rec_steps: int = 6000  # RecModel minibatches at most
     rec_every: int = 300
     enc_steps: int = 8000  # encoder episodes batches at most
-    enc_every: int = 200
+    enc_every: int = 50
     patience: int = 4
+    enc_patience: int = 6
 
 
 @dataclass(frozen=True)
@@ -112,9 +117,10 @@ class CrossDomain:
     def ndcg(self, scores: np.ndarray, k: int = 0) -> float:
         return rank_metrics(scores)["ndcg@10"] if len(scores) else float("nan")
 
-    def stopper(self, name: str, every: int, score: Callable[[Any, Case], np.ndarray]) -> EarlyStopping:
+    def stopper(self, name: str, every: int, score: Callable[[Any, Case], np.ndarray],
+                patience: int | None = None) -> EarlyStopping:
         val = self.cases[("validation", 0)]
-        st = EarlyStopping(lambda m: -self.ndcg(score(m, val)), every=every, patience=self.budget.patience)
+        st = EarlyStopping(lambda m: -self.ndcg(score(m, val)), every=every, patience=patience or self.budget.patience)
         self.training.append({"method": name, "stop": st})
         return st
 
@@ -139,6 +145,19 @@ class CrossDomain:
             out.user_emb.weight[cold] = mapped[:, :-1]
             out.user_bias.weight[cold] = mapped[:, -1:]
         return out
+
+    def meta(self, name: str, cfg: EncoderConfig, users: np.ndarray, empty: np.ndarray,
+             ) -> dict[str, tuple[str, Callable[[Case], np.ndarray]]]:
+        """A meta-learner trained on episodes of ``users``; its row and its un-adapted (empty support) row."""
+        def sets(c: Case) -> list[tuple[np.ndarray, np.ndarray]]:
+            return [support_set(s, g, cfg.buffer) for s, g in zip(c.source, c.given)]
+        stop = self.stopper(name, max(25, min(self.budget.enc_every, len(users) // 128)),
+                            lambda m, c: encoder_scores(m, sets(c), c.cands), self.budget.enc_patience)
+        enc = train_encoder(self.pair, self.src, self.tgt, users, cfg, self.seed, stop, steps=self.budget.enc_steps)
+        self.tick(f"{self.pair.name} seed {self.seed}: {name} trained ({stop.best_step} steps)")
+        none = [support_set(empty, empty, cfg.buffer)]
+        return {name: ("meta", lambda c: encoder_scores(enc, sets(c), c.cands)),
+                f"{name} (no adaptation)": ("init", lambda c: encoder_scores(enc, none * len(c.users), c.cands))}
 
     def run(self) -> tuple[Result, dict[str, Any]]:
         p, tr = self.pair, self.pair.train
@@ -172,17 +191,10 @@ class CrossDomain:
         chosen["finetune"] = {str(k): list(v) for k, v in ft.items()}
         self.tick(f"{p.name} seed {self.seed}: fine-tuning chosen {chosen['finetune']}")
 
-        cfg = EncoderConfig()
-        sets = lambda c: [support_set(s, g, cfg.buffer) for s, g in zip(c.source, c.given)]  # noqa: E731
-        users = np.array(sorted(u for u, v in self.tgt.items() if len(v) >= 2 or (len(v) and u in self.src)))
-        enc_stop = self.stopper("meta: history encoder", max(25, min(self.budget.enc_every, len(users) // 128)),
-                                lambda m, c: encoder_scores(m, sets(c), c.cands))
-        enc = train_encoder(p, self.src, self.tgt, users, cfg, self.seed, enc_stop, steps=self.budget.enc_steps)
-        self.tick(f"{p.name} seed {self.seed}: encoder trained ({enc_stop.best_step} steps)")
         empty = np.zeros(0, np.int64)
-        meth["meta: history encoder"] = ("meta", lambda c: encoder_scores(enc, sets(c), c.cands))
-        meth["meta: history encoder (no adaptation)"] = (
-            "init", lambda c: encoder_scores(enc, [support_set(empty, empty, cfg.buffer)] * len(c.users), c.cands))
+        users = np.array(sorted(u for u, v in self.tgt.items() if len(v) >= 2 or (len(v) and u in self.src)))
+        for name, cfg in META.items():
+            meth.update(self.meta(name, cfg, users, empty))
 
         res: Result = {}
         for k in K_SIZES:
