@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from metarec.cli import app
@@ -84,3 +85,27 @@ def test_cli_writes_the_report_and_refuses_bad_arguments(tmp_path: Path, monkeyp
         err = r.stderr.strip()
         assert r.returncode != 0 and msg in err and "Traceback" not in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "never").exists()
+
+
+def test_a_users_own_table_runs_the_same_protocol(tmp_path: Path, monkeypatch) -> None:
+    from metarec.evaluate.command import CrossOptions, run_evaluation
+
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,domain,label"]
+    for u in range(60):
+        for dom in ("books", "music"):
+            t = u % 4
+            lines += [f"u{u},{dom[0]}{t * 15 + j},{dom},1" for j in sorted(set(rng.integers(0, 15, 8).tolist()))]
+    table = tmp_path / "events.csv"
+    table.write_text("\n".join(lines) + "\n")
+    monkeypatch.setattr(protocol, "Budget", lambda: SMALL)
+    out = tmp_path / "out"
+    res = run_evaluation("cross-domain", table, "csv", out, 1.0, 0, repeats=2, cross=CrossOptions("books", "music", 0.5))
+    assert res["pair"] == "books→music" and (out / "report.md").exists()
+    assert any("held out" in n for n in json.loads((out / "metrics.json").read_text())["notes"])
+    at = {(r["split"], r["method"]): r for r in res["rows"]}
+    assert at[("0", "item-kNN (cross-domain)")]["ndcg@10"] > at[("0", "popularity")]["ndcg@10"]
+    with pytest.raises(ValueError, match="needs --source and --target"):
+        run_evaluation("cross-domain", table, "csv", out, 1.0, 0, cross=CrossOptions("books", None))
+    with pytest.raises(ValueError, match="--held-out"):
+        run_evaluation("cross-domain", table, "csv", out, 1.0, 0, cross=CrossOptions("books", "music", 1.5))

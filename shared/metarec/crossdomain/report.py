@@ -37,7 +37,7 @@ def write(out: Path, data: str, result: dict[str, Any], notes: list[str]) -> Non
     rows = result["rows"]
     name = result["pair"]
     extra = {k: result[k] for k in ("seeds", "chosen", "margins", "seconds")}
-    write_metrics(out, "cross-domain", name, result["seeds"][0], rows, {**extra, "data": data})
+    write_metrics(out, "cross-domain", name, result["seeds"][0], rows, {**extra, "data": data, "notes": notes})
     png = plot(out, rows)
     lines = [f"# metarec evaluate — cross-domain cold start, {name}", "",
              f"Seeds: {', '.join(map(str, result['seeds']))} (± is the standard deviation across seeds). "

@@ -15,10 +15,21 @@ from typing import Annotated, Any
 import typer
 
 PROTOCOLS = ("melu", "prequential", "cross-domain")
-CROSS_FORMAT = "amazon-cdr"  # the cross-domain protocol's one format (a folder of the pair's target domain)
+# the cross-domain protocol's formats: a folder of an Amazon pair's target domain, or a user's own table
+CROSS_FORMATS = ("amazon-cdr", "csv", "parquet")
 
 
-def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) -> None:
+@dataclasses.dataclass(frozen=True)
+class CrossOptions:
+    """Cross-domain options for a table (csv/parquet): the two domains, the share of shared users held out."""
+
+    source: str | None = None
+    target: str | None = None
+    held_out: float = 0.2
+
+
+def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float,
+                    cross: CrossOptions = CrossOptions()) -> None:
     """One readable error (ValueError; DataError for a missing path) for a bad argument, before
     anything heavy is imported or read."""
     from metarec.data.eventlog import DataError
@@ -26,8 +37,12 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) 
 
     if protocol not in PROTOCOLS:
         raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    if protocol == "cross-domain" and fmt != CROSS_FORMAT:
-        raise ValueError(f"--protocol cross-domain reads --format {CROSS_FORMAT}, got {fmt!r}")
+    if protocol == "cross-domain" and fmt not in CROSS_FORMATS:
+        raise ValueError(f"--protocol cross-domain reads --format {' | '.join(CROSS_FORMATS)}, got {fmt!r}")
+    if protocol == "cross-domain" and fmt != "amazon-cdr" and not (cross.source and cross.target):
+        raise ValueError(f"--protocol cross-domain on a {fmt} table needs --source and --target (domain names)")
+    if not 0.0 < cross.held_out < 1.0:
+        raise ValueError(f"--held-out must be a fraction in (0, 1), got {cross.held_out}")
     if protocol != "cross-domain" and fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if budget_minutes <= 0:
@@ -37,12 +52,13 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float) 
 
 
 def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
-                   repeats: int | None = None, on_progress: Any = None, pretrain: bool = False) -> dict[str, Any]:
+                   repeats: int | None = None, on_progress: Any = None, pretrain: bool = False,
+                   cross: CrossOptions = CrossOptions()) -> dict[str, Any]:
     """Load, evaluate, write ``metrics.json``, ``report.md``, plots (and on melu ``best.json``) under ``out``;
     returns the result."""
-    check_arguments(protocol, data, fmt, budget_minutes)
+    check_arguments(protocol, data, fmt, budget_minutes, cross)
     if protocol == "cross-domain":
-        return _cross_domain(data, out, seed, repeats or 3, on_progress)
+        return _cross_domain(data, fmt, cross, out, seed, repeats or 3, on_progress)
     import torch
 
     from metarec.evaluate import melu, plots, report
@@ -92,14 +108,20 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     return result
 
 
-def _cross_domain(data: Path, out: Path, seed: int, repeats: int, on_progress: Any) -> dict[str, Any]:
+def _cross_domain(data: Path, fmt: str, cross: CrossOptions, out: Path, seed: int, repeats: int,
+                  on_progress: Any) -> dict[str, Any]:
     import torch
 
     from metarec.crossdomain import protocol, report
     from metarec.crossdomain.data import load_pair
+    from metarec.crossdomain.table import load_table_pair
 
     torch.set_num_threads(1)
-    pair = load_pair(data)
+    if fmt == "amazon-cdr":
+        pair = load_pair(data)
+    else:  # the held-out users are drawn with --seed; the test repeats vary training and negatives
+        assert cross.source and cross.target
+        pair = load_table_pair(data, cross.source, cross.target, cross.held_out, seed)
     out.mkdir(parents=True, exist_ok=True)
     result = protocol.run(pair, list(range(seed, seed + repeats)), protocol.Budget(), on_progress or (lambda m: None))
     result["pair"] = pair.name
@@ -123,16 +145,21 @@ def evaluate(
         min=1, help="Test repetitions (seeds seed..): melu and cross-domain 3, prequential 1.")] = None,
     pretrain: Annotated[bool, typer.Option(help="Meta-train from a supervised global model instead of scratch.")]
     = False,
+    source: Annotated[str | None, typer.Option(help="cross-domain on a csv/parquet table: the source domain.")] = None,
+    target: Annotated[str | None, typer.Option(help="cross-domain on a csv/parquet table: the target domain.")] = None,
+    held_out: Annotated[float, typer.Option(
+        help="cross-domain on a table: share of the shared users held out as cold-start users.")] = 0.2,
 ) -> None:
     """Compare meta-learned adaptation with the baselines on one protocol; write a report."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    check_arguments(protocol, data, fmt, budget_minutes)
+    cross = CrossOptions(source, target, held_out)
+    check_arguments(protocol, data, fmt, budget_minutes, cross)
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task(f"{protocol}: loading {data}", total=None)
-        result = run_evaluation(protocol, data, fmt, out, budget_minutes, seed, repeats, pretrain=pretrain,
+        result = run_evaluation(protocol, data, fmt, out, budget_minutes, seed, repeats, pretrain=pretrain, cross=cross,
                                 on_progress=lambda msg: prog.update(task, description=f"{protocol}: {msg}"))
     best = " and best.json" if protocol == "melu" else ""
     Console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}{best} "
