@@ -91,3 +91,12 @@ class EarlyStopping:
         return {"best_step": self.best_step, "best_value": self.best_value, "stopped_by": self.stopped_by,
                 "smooth": self.smooth, "steps_run": self.curve[-1][0] if self.curve else 0,
                 "curve": [[s, v] for s, v in self.curve]}
+
+
+def step_and_check(opt: torch.optim.Optimizer, loss: torch.Tensor, stop: EarlyStopping | None, model: nn.Module,
+                   step: int) -> bool:
+    """One optimizer step on ``loss``; then, on a check step, the check: True means stop training."""
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return stop is not None and stop.due(step) and stop.check(model, step)

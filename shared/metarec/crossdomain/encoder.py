@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from metarec.crossdomain.baselines import CrossKNN
 from metarec.crossdomain.data import SOURCE, TARGET, Pair
-from metarec.stopping import EarlyStopping
+from metarec.stopping import EarlyStopping, step_and_check
 
 
 @dataclass(frozen=True)
@@ -149,10 +149,7 @@ def train_encoder(pair: Pair, src: dict[int, np.ndarray], tgt: dict[int, np.ndar
         feats = memory_features(knn, sets, cands, [tgt[u] for u in picked.tolist()]) if knn else None
         logits = model.scores(model.user_vec(*pad(sets)), torch.from_numpy(cands), feats)
         loss = nn.functional.cross_entropy(logits, torch.zeros(len(cands), dtype=torch.long))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if stop is not None and stop.due(step) and stop.check(model, step):
+        if step_and_check(opt, loss, stop, model, step):
             break
     if stop is not None:
         stop.finish(model, step)

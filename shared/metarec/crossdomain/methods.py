@@ -20,7 +20,7 @@ import torch
 from metarec.adapt import Fast, Support, adapt
 from metarec.crossdomain.data import SOURCE, TARGET, Pair
 from metarec.model import ModelConfig, RecModel, hash_context, loss_fn
-from metarec.stopping import EarlyStopping
+from metarec.stopping import EarlyStopping, step_and_check
 
 BUCKETS = 64  # context hash buckets: the two domains' features
 N_NEG = 4  # training negatives per positive
@@ -71,10 +71,7 @@ def fit(model: RecModel, pair: Pair, lines: np.ndarray, steps: int, seed: int, s
         logits = model(torch.from_numpy(uu), torch.from_numpy(ii), torch.from_numpy(cc)[:, None])
         y = torch.from_numpy(yy)
         loss = loss_fn(model, logits, y, torch.ones_like(y))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if stop is not None and stop.due(step) and stop.check(model, step):
+        if step_and_check(opt, loss, stop, model, step):
             break
     if stop is not None:
         stop.finish(model, step)

@@ -9,28 +9,14 @@ from typing import Any
 from metarec.crossdomain.protocol import K_SIZES
 from metarec.crossdomain.ranking import METRICS
 from metarec.evaluate.report import _clean, table, verdict, write_metrics
+from metarec.evaluate.rows import curve
 
 
 def plot(out: Path, rows: list[dict[str, Any]]) -> str:
-    import matplotlib
+    from metarec.evaluate.plots import by_size
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r["method"] for r in rows):
-        pts = sorted((int(r["split"]), r["ndcg@10"]) for r in rows
-                     if r["method"] == name and r.get("ndcg@10") is not None)
-        ax.plot([k for k, _ in pts], [v for _, v in pts], marker="o", label=name)
-    ax.set_xlabel("target-domain events given (k)")
-    ax.set_ylabel("NDCG@10 (cold-start users)")
-    ax.set_xticks(list(K_SIZES))
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "ndcg_by_k.png", dpi=110)
-    plt.close(fig)
-    return "ndcg_by_k.png"
+    return by_size(out, curve(rows, "ndcg@10"), "ndcg_by_k.png", "target-domain events given (k)",
+                   "NDCG@10 (cold-start users)")
 
 
 def write(out: Path, data: str, result: dict[str, Any], notes: list[str]) -> None:

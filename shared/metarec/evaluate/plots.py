@@ -11,23 +11,30 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def support_curve(out: Path, curve: dict[str, dict[int, float]]) -> str:
+def by_size(out: Path, curve: dict[str, dict[int, float]], name: str, xlabel: str, ylabel: str,
+            log_x: bool = False) -> str:
+    """One line per method of ``{method: {size: value}}``, ticks at the sizes themselves; saved as ``name``."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, c in curve.items():
+    for label, c in curve.items():
         ks = sorted(c)
-        ax.plot(ks, [c[k] for k in ks], marker="o", label=name)
-    ax.set_xlabel("support events")
-    ax.set_ylabel("MAE (new users)")
-    ax.set_xscale("log")
+        ax.plot(ks, [c[k] for k in ks], marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log")
     ks = sorted({k for c in curve.values() for k in c})
     ax.set_xticks(ks, [str(k) for k in ks])  # the sizes themselves, not powers of ten
     ax.minorticks_off()
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "mae_by_support.png", dpi=110)
+    fig.savefig(out / name, dpi=110)
     plt.close(fig)
-    return "mae_by_support.png"
+    return name
+
+
+def support_curve(out: Path, curve: dict[str, dict[int, float]]) -> str:
+    return by_size(out, curve, "mae_by_support.png", "support events", "MAE (new users)", log_x=True)
 
 
 def auc_over_time(out: Path, series: dict[str, list[tuple[float, float]]]) -> str:
