@@ -29,7 +29,6 @@ class EncoderConfig:
     buffer: int = 50  # support events at most
     max_k: int = 3  # target events an episode's support may hold (drawn 0 .. max_k)
     dropout: float = 0.2  # chance each support event is dropped in training (a regularizer)
-    tied: bool = False  # one item table for the support and the scored items (else FISM-style two)
     memory: bool = True  # also score with co-occurrence counts (a kNN memory), weighted by a learned net
     embed: bool = True  # score with the encoded user vector (False: the memory alone, learned weighting)
     lr: float = 5e-4  # Adam's learning rate
@@ -41,7 +40,7 @@ class HistoryEncoder(nn.Module):
         self.cfg = cfg
         self.knn: CrossKNN | None = None  # the memory (set by train_encoder when cfg.memory)
         self.item_emb = nn.Embedding(n_items, cfg.dim, padding_idx=0)  # scored items
-        self.hist_emb = self.item_emb if cfg.tied else nn.Embedding(n_items, cfg.dim, padding_idx=0)
+        self.hist_emb = nn.Embedding(n_items, cfg.dim, padding_idx=0)  # support items (FISM-style: two tables)
         self.item_bias = nn.Embedding(n_items, 1)
         self.domain_emb = nn.Embedding(2, cfg.dim)
         self.net = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
@@ -59,11 +58,13 @@ class HistoryEncoder(nn.Module):
         pooled = (e * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
         return pooled + self.net(pooled)
 
-    def scores(self, u: Tensor, cands: Tensor, feats: Tensor | None = None) -> Tensor:
-        """``u (B, D)``, ``cands (B, C)``, memory features ``(B, C, N_FEATURES)`` → logits ``(B, C)``."""
-        z = (self.item_emb(cands) * u[:, None, :]).sum(-1) + self.item_bias(cands).squeeze(-1)
-        if not self.cfg.embed:
-            z = torch.zeros_like(z)
+    def scores(self, support: tuple[Tensor, Tensor, Tensor], cands: Tensor, feats: Tensor | None = None) -> Tensor:
+        """Padded support sets (:func:`pad`), ``cands (B, C)``, memory features ``(B, C, N_FEATURES)``
+        → logits ``(B, C)``. Without ``cfg.embed`` the support is not encoded at all."""
+        z = torch.zeros(cands.shape)
+        if self.cfg.embed:
+            u = self.user_vec(*support)
+            z = (self.item_emb(cands) * u[:, None, :]).sum(-1) + self.item_bias(cands).squeeze(-1)
         if self.cfg.memory:
             assert feats is not None, "a memory encoder scores with memory features"
             z = z + self.gate(feats).squeeze(-1)
@@ -132,13 +133,15 @@ def episodes(pair: Pair, users: np.ndarray, src: dict[int, np.ndarray], tgt: dic
 
 def train_encoder(pair: Pair, src: dict[int, np.ndarray], tgt: dict[int, np.ndarray], users: np.ndarray,
                   cfg: EncoderConfig, seed: int, stop: EarlyStopping | None, steps: int = 20000,
-                  batch: int = 128, n_neg: int = 64) -> HistoryEncoder:
+                  batch: int = 128, n_neg: int = 64, memory: CrossKNN | None = None) -> HistoryEncoder:
     """Episodic training on ``users`` (each with source history and >= 1 target item); softmax over
-    the held-out item and the sampled ones. ``stop``: :class:`metarec.stopping.EarlyStopping`."""
+    the held-out item and the sampled ones. ``stop``: :class:`metarec.stopping.EarlyStopping`.
+    ``memory``: the raw-count (``alpha = 0``) :class:`CrossKNN` of ``pair`` when the caller has one
+    (built here otherwise, when ``cfg.memory``)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model = HistoryEncoder(pair.n_items, cfg)
-    knn = CrossKNN(pair) if cfg.memory else None
+    knn = (memory or CrossKNN(pair)) if cfg.memory else None
     model.knn = knn
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
@@ -147,7 +150,7 @@ def train_encoder(pair: Pair, src: dict[int, np.ndarray], tgt: dict[int, np.ndar
         picked = rng.choice(users, batch)
         sets, cands = episodes(pair, picked, src, tgt, cfg, rng, n_neg)
         feats = memory_features(knn, sets, cands, [tgt[u] for u in picked.tolist()]) if knn else None
-        logits = model.scores(model.user_vec(*pad(sets)), torch.from_numpy(cands), feats)
+        logits = model.scores(pad(sets), torch.from_numpy(cands), feats)
         loss = nn.functional.cross_entropy(logits, torch.zeros(len(cands), dtype=torch.long))
         if step_and_check(opt, loss, stop, model, step):
             break
@@ -162,5 +165,5 @@ def encoder_scores(model: HistoryEncoder, sets: list[tuple[np.ndarray, np.ndarra
         for a in range(0, len(sets), 256):
             part, c = sets[a:a + 256], cands[a:a + 256]
             feats = memory_features(model.knn, part, c) if model.knn is not None else None
-            out.append(model.scores(model.user_vec(*pad(part, model.cfg.buffer)), torch.from_numpy(c), feats))
+            out.append(model.scores(pad(part, model.cfg.buffer), torch.from_numpy(c), feats))
     return torch.cat(out).numpy()

@@ -4,14 +4,13 @@ Every neural method is a :class:`metarec.model.RecModel` in binary mode: user, i
 embeddings into the MLP, user and item biases. An event's domain is a context feature (the
 domain embedding), hashed as the live path hashes ``domain=<name>``
 (:func:`metarec.model.hash_context`). Implicit feedback: each positive line trains against
-``N_NEG`` items drawn uniformly from the same domain. Adaptation (fine-tuning and the
-meta-learner) goes through :func:`metarec.adapt.adapt`; meta-training through
-:func:`metarec.meta.meta_train`, whose episodes come from :mod:`.episodes`.
+``N_NEG`` items drawn uniformly from the same domain. Fine-tuning goes through
+:func:`metarec.adapt.adapt`. (The meta-learners are not ``RecModel``: see :mod:`.encoder`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -34,10 +33,10 @@ def domain_ctx(pair: Pair, domain: int) -> int:
     return hash_context({"domain": name}, BUCKETS, 1)[0]
 
 
-def make(pair: Pair, seed: int, meta_sgd: bool = False, inner_steps: int = 3, inner_lr: float = 0.05) -> RecModel:
+def make(pair: Pair, seed: int) -> RecModel:
+    """A fresh seeded model for ``pair``; fine-tuning adapts its MLP (steps and rate are the caller's)."""
     cfg = ModelConfig(n_users=pair.n_users, n_items=pair.n_items, n_context_buckets=BUCKETS, max_context=1,
-                      dim=DIM, hidden=HIDDEN, mode="binary", adapt=("layers", "out"), inner_steps=inner_steps,
-                      inner_lr=inner_lr, bias=True, meta_sgd=meta_sgd)
+                      dim=DIM, hidden=HIDDEN, mode="binary", adapt=("layers", "out"), bias=True)
     torch.manual_seed(seed)
     return RecModel(cfg)
 
@@ -131,5 +130,3 @@ def adapted_scores(model: RecModel, pair: Pair, users: np.ndarray, cands: np.nda
         out.append(score(model, pair, users[sl], cands[sl], fast))
     return np.concatenate(out)
 
-
-Scorer = Callable[[np.ndarray, np.ndarray], np.ndarray]

@@ -114,7 +114,7 @@ class CrossDomain:
         self.cases = cases(pair, seed, self.src)
         self.training: list[dict[str, Any]] = []
 
-    def ndcg(self, scores: np.ndarray, k: int = 0) -> float:
+    def ndcg(self, scores: np.ndarray) -> float:
         return rank_metrics(scores)["ndcg@10"] if len(scores) else float("nan")
 
     def stopper(self, name: str, every: int, score: Callable[[Any, Case], np.ndarray],
@@ -146,14 +146,15 @@ class CrossDomain:
             out.user_bias.weight[cold] = mapped[:, -1:]
         return out
 
-    def meta(self, name: str, cfg: EncoderConfig, users: np.ndarray, empty: np.ndarray,
+    def meta(self, name: str, cfg: EncoderConfig, users: np.ndarray, empty: np.ndarray, memory: CrossKNN,
              ) -> dict[str, tuple[str, Callable[[Case], np.ndarray]]]:
         """A meta-learner trained on episodes of ``users``; its row and its un-adapted (empty support) row."""
         def sets(c: Case) -> list[tuple[np.ndarray, np.ndarray]]:
             return [support_set(s, g, cfg.buffer) for s, g in zip(c.source, c.given)]
         stop = self.stopper(name, max(25, min(self.budget.enc_every, len(users) // 128)),
                             lambda m, c: encoder_scores(m, sets(c), c.cands), self.budget.enc_patience)
-        enc = train_encoder(self.pair, self.src, self.tgt, users, cfg, self.seed, stop, steps=self.budget.enc_steps)
+        enc = train_encoder(self.pair, self.src, self.tgt, users, cfg, self.seed, stop, steps=self.budget.enc_steps,
+                            memory=memory)
         self.tick(f"{self.pair.name} seed {self.seed}: {name} trained ({stop.best_step} steps)")
         none = [support_set(empty, empty, cfg.buffer)]
         return {name: ("meta", lambda c: encoder_scores(enc, sets(c), c.cands)),
@@ -194,7 +195,7 @@ class CrossDomain:
         empty = np.zeros(0, np.int64)
         users = np.array(sorted(u for u, v in self.tgt.items() if len(v) >= 2 or (len(v) and u in self.src)))
         for name, cfg in META.items():
-            meth.update(self.meta(name, cfg, users, empty))
+            meth.update(self.meta(name, cfg, users, empty, knn[0.0]))  # the raw counts: the memory
 
         res: Result = {}
         for k in K_SIZES:
