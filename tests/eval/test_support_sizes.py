@@ -27,7 +27,6 @@ def test_each_size_gets_the_validation_argmin_of_its_own_grid(ratings) -> None: 
     from metarec.evaluate.models import Net
     from metarec.evaluate.search import LOSSES
     from metarec.evaluate.sizes import by_size
-    from metarec.evaluate.splits import melu_split
 
     torch.set_num_threads(1)
     plan = M.Plan(meta_steps=10, trial_steps=5, trials=2, repeats=1)
@@ -37,7 +36,7 @@ def test_each_size_gets_the_validation_argmin_of_its_own_grid(ratings) -> None: 
               "item_offset": {"center": "mean", "lam_item": 3.0, "lam_user": 3.0}}
     got = by_size(ev, chosen)
     assert set(got) == {str(k) for k in SUPPORT_SIZES}
-    split = melu_split(ratings, 0)
+    split = ev.split(0)  # supports cut to the 40-event buffer, as by_size saw them
     g = ev.train_global(split, chosen["global"], plan.meta_steps, 0)  # the cached model by_size scored
     for k in (1, 5):
         val = long_supports(split.val, k)

@@ -39,7 +39,7 @@ def best_config(metrics: dict[str, Any], data: str, fmt: str) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION, "protocol": metrics["protocol"], "dataset": metrics["dataset"],
         "data": data, "format": fmt, "seed": int(metrics["seed"]), "algorithm": a, "method": label(a),
-        "params": chosen["meta"][a], "plan": metrics["plan"], "net": dataclasses.asdict(Net()),
+        "params": chosen["meta"][a], "plan": metrics["plan"], "net": metrics.get("net") or dataclasses.asdict(Net()),
         "validation_mae": scored[a], "validation_mae_by_method": val,
         "evaluation": {"new_users_mae": row["mae"] if row else None,
                        "new_users_mae_per_seed": row["per_seed"]["mae"] if row else None,
@@ -80,14 +80,13 @@ def train_from_config(cfg: dict[str, Any], data: Path, fmt: str,
     from metarec.evaluate.melu import Melu
     from metarec.evaluate.melu_tasks import neural, score
     from metarec.evaluate.methods import Plan
-    from metarec.evaluate.splits import melu_split
 
     r = load_ratings(data, fmt)
     if r.name != cfg["dataset"]:
         raise DataError(f"{data}: this is {r.name}, but the configuration was chosen on {cfg['dataset']}")
     seed = int(cfg["seed"])
     ev = Melu(r, seed, Plan(**cfg["plan"]), Net(**{**cfg["net"], "hidden": tuple(cfg["net"]["hidden"])}), tick)
-    split = melu_split(r, seed)
+    split = ev.split(seed)
     params = cfg["params"]
     model = ev.train_meta(split, params, ev.plan.meta_steps, seed)
     steps = int(params["inner_steps"]) * int(params.get("adapt_mult", 1))

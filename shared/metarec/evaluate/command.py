@@ -29,7 +29,7 @@ class CrossOptions:
 
 
 def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float,
-                    cross: CrossOptions = CrossOptions()) -> None:
+                    cross: CrossOptions = CrossOptions(), buffer: int = 1, max_steps: int = 1) -> None:
     """One readable error (ValueError; DataError for a missing path) for a bad argument, before
     anything heavy is imported or read."""
     from metarec.data.eventlog import DataError
@@ -45,6 +45,8 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float,
         raise ValueError(f"--held-out must be a fraction in (0, 1), got {cross.held_out}")
     if protocol != "cross-domain" and fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if buffer < 1 or max_steps < 1:
+        raise ValueError(f"--buffer and --max-adapt-steps must be at least 1, got {buffer} and {max_steps}")
     if budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be positive, got {budget_minutes}")
     if not data.exists():
@@ -53,10 +55,12 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float,
 
 def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
                    repeats: int | None = None, on_progress: Any = None, pretrain: bool = False,
-                   cross: CrossOptions = CrossOptions()) -> dict[str, Any]:
+                   cross: CrossOptions = CrossOptions(), net: Any = None) -> dict[str, Any]:
     """Load, evaluate, write ``metrics.json``, ``report.md``, plots (and on melu ``best.json``) under ``out``;
-    returns the result."""
-    check_arguments(protocol, data, fmt, budget_minutes, cross)
+    returns the result. ``net`` (:class:`metarec.evaluate.models.Net`): the melu network and serving
+    budget (buffer, test-time steps), the defaults when None."""
+    check_arguments(protocol, data, fmt, budget_minutes, cross,
+                    *((net.buffer, net.max_steps) if net is not None else ()))
     if protocol == "cross-domain":
         return _cross_domain(data, fmt, cross, out, seed, repeats or 3, on_progress)
     import torch
@@ -76,7 +80,9 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     if protocol == "melu":
         plan = dataclasses.replace(Plan.for_budget(budget_minutes, repeats or 3, scale),
                                    pretrain=pretrain).early_stopped()
-        result = melu.run(r, seed, plan, tick)
+        result = melu.run(r, seed, plan, tick, net)
+        notes.append(f"serving budget: {result['net']['buffer']}-event buffer, "
+                     f"at most {result['net']['max_steps']} adaptation steps")
         result["margins"] = [report.margin(result["rows"], s, "mae") for s in ("new_users", "warm")]
         result["support_margins"] = [report.margin(result["support_rows"], str(k), "mae")
                                      for k in melu.SUPPORT_SIZES]
@@ -96,7 +102,7 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
              "seconds": result["seconds"], "plan": plan.__dict__}
     if "plan" in result:  # melu: the plan with the early-stopping caps for this data
         extra["plan"] = result["plan"].__dict__
-    for key in ("support_rows", "support_margins", "support_curve", "auc_over_time", "training"):
+    for key in ("net", "support_rows", "support_margins", "support_curve", "auc_over_time", "training"):
         if key in result:
             extra[key] = result[key]
     metrics_path = report.write_metrics(out, protocol, r.name, seed, result["rows"], extra)
@@ -149,17 +155,25 @@ def evaluate(
     target: Annotated[str | None, typer.Option(help="cross-domain on a csv/parquet table: the target domain.")] = None,
     held_out: Annotated[float, typer.Option(
         help="cross-domain on a table: share of the shared users held out as cold-start users.")] = 0.2,
+    buffer: Annotated[int, typer.Option(
+        help="melu: a user's events any method sees at most (the worker's buffer).")] = 64,
+    max_adapt_steps: Annotated[int, typer.Option(
+        help="melu: a meta-learner's test-time adaptation steps at most (the serving cost).")] = 5,
 ) -> None:
     """Compare meta-learned adaptation with the baselines on one protocol; write a report."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     cross = CrossOptions(source, target, held_out)
-    check_arguments(protocol, data, fmt, budget_minutes, cross)
+    check_arguments(protocol, data, fmt, budget_minutes, cross, buffer, max_adapt_steps)
+    from metarec.evaluate.models import Net
+
+    net = Net(buffer=buffer, max_steps=max_adapt_steps)
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task(f"{protocol}: loading {data}", total=None)
         result = run_evaluation(protocol, data, fmt, out, budget_minutes, seed, repeats, pretrain=pretrain, cross=cross,
+                                net=net,
                                 on_progress=lambda msg: prog.update(task, description=f"{protocol}: {msg}"))
     best = " and best.json" if protocol == "melu" else ""
     Console().print(f"wrote {out / 'metrics.json'}, {out / 'report.md'}{best} "

@@ -8,6 +8,8 @@ item-mean baseline), *test* (the four states, reported once, for ``repeats`` see
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -57,12 +59,16 @@ class Melu:
     def __init__(self, r: Ratings, seed: int, plan: M.Plan, net: Net, tick: Tick) -> None:
         self.r, self.seed, self.net, self.tick = r, seed, net, tick
         # early stopping: the step counts become caps of plan.epochs passes over the training users
-        self.plan = plan.stopped(len(melu_split(r, seed).train)) if plan.epochs > 0 else plan
+        self.plan = plan.stopped(len(self.split(seed).train)) if plan.epochs > 0 else plan
         self.lo, self.hi = r.rating_range
         self._kept: dict[tuple[str, str, int], RecModel] = {}
         self.training: list[dict[str, Any]] = []  # each early-stopped model: steps run, curve
 
     # --- pieces --------------------------------------------------------------------------
+    def split(self, seed: int) -> MeluSplit:
+        """The MeLU split of ``seed`` with supports cut to the buffer (what serving would hold)."""
+        return melu_split(self.r, seed, buffer=self.net.buffer)
+
     def _keep(self, kind: str, params: dict[str, Any], steps: int, seed: int,
               train: Callable[[], RecModel]) -> RecModel:
         """Models of the tested length are trained once: a validation finalist at ``self.seed`` is
@@ -145,7 +151,7 @@ class Melu:
 
     # --- stages --------------------------------------------------------------------------
     def validate(self) -> dict[str, Any]:
-        split = melu_split(self.r, self.seed)
+        split = self.split(self.seed)
         plan = self.plan
         t_budget = 1e9
 
@@ -161,8 +167,9 @@ class Melu:
         # and out (the plain configuration), and mse inside, huber outside (adapt with squared error,
         # meta-learn for a robust, MAE-like query loss); for `global`: mse and huber (and the
         # fine-tuning grid chooses its own loss, the counterpart of the inner/outer split)
-        first_meta = first_meta_trials(plan)
-        space = with_init(with_loss(with_loss(meta_space), name="outer_loss"), plan)
+        first_meta = first_meta_trials(plan, self.net.max_steps)
+        space = with_init(with_loss(with_loss(functools.partial(meta_space, max_steps=self.net.max_steps)),
+                                    name="outer_loss"), plan)
         meta = run_study(space, meta_objective, plan.trials, t_budget, self.seed, first_meta,
                          on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val MAE {v:.4f}"))
         first_global = [{**M.DEFAULT_GLOBAL, "loss": loss} for loss in LOSSES]
@@ -178,14 +185,18 @@ class Melu:
 
     def adapted_mae(self, split: MeluSplit, model: RecModel, params: dict[str, Any], tasks: Tasks | None = None,
                     k: int | None = None) -> tuple[int, float]:
-        """(test-time step multiple, validation MAE) of a meta-learned model, the best over ADAPT_MULTS
-        (``tasks``/``k``: as :meth:`val_mae`)."""
-        best = (1, np.inf)
-        for mult in ADAPT_MULTS:
+        """(test-time step multiple, validation MAE) of a meta-learned model, the best over the
+        ADAPT_MULTS whose steps fit ``net.max_steps`` (``tasks``/``k``: as :meth:`val_mae`)."""
+        best = (0, np.inf)
+        for mult in self.step_mults(int(params["inner_steps"])):
             mae = self.val_mae(split, neural(model, int(params["inner_steps"]) * mult, model.inner_lr_map()), tasks, k)
             if mae < best[1]:
                 best = (mult, mae)
         return best
+
+    def step_mults(self, inner_steps: int) -> tuple[int, ...]:
+        """The test-time step multiples within the serving budget (0, un-adapted, always is)."""
+        return tuple(m for m in ADAPT_MULTS if inner_steps * m <= self.net.max_steps)
 
     def final_length(self, split: MeluSplit, meta: SearchResult, glob: SearchResult) -> dict[str, Any]:
         """Each family's finalists (the best FINALISTS trials per meta algorithm, and of `global`)
@@ -239,7 +250,7 @@ class Melu:
         """Every method on every state for one seed; plus MAE by support size on new users with
         settings chosen for that size (``chosen["by_size"]`` when present), keyed ``(str(k), method)``:
         the same shape as the states, so seeds aggregate and compare the same way."""
-        split = melu_split(self.r, seed)
+        split = self.split(seed)
         preds = self.predicts(split, chosen, seed)
         self.tick(f"test: seed {seed}")
         out: Result = {}
@@ -283,7 +294,7 @@ def run(r: Ratings, seed: int, plan: M.Plan, tick: Tick, net: Net | None = None)
     return {"rows": aggregate(per_seed), "seeds": seeds, "chosen": chosen,
             "search": {"meta": meta, "global": val["global"], "val_users": val["val_users"]},
             "support_rows": support_rows, "support_curve": curve(support_rows),
-            "training": ev.training, "plan": ev.plan,
+            "training": ev.training, "plan": ev.plan, "net": dataclasses.asdict(ev.net),
             "seconds": {"validation": t_val, "total": time.monotonic() - t0}}
 
 

@@ -41,13 +41,22 @@ class SearchResult:
         return min(ok, key=lambda t: t["value"])["params"] if ok else None
 
 
-def meta_space(trial: optuna.Trial) -> dict[str, Any]:
-    """Meta-learning: algorithm, inner learning rate and steps, adapted layers, outer learning rate,
-    and the weight of the un-adapted initialization's loss in the outer objective (0 = plain MAML)."""
+INNER_STEPS = (1, 3, 5)  # a meta-learner's inner-loop steps, the choices of the search
+
+
+def inner_steps_upto(max_steps: int) -> list[int]:
+    """The inner-step choices within a test-time step budget (at least one step)."""
+    return [s for s in INNER_STEPS if s <= max_steps] or [INNER_STEPS[0]]
+
+
+def meta_space(trial: optuna.Trial, max_steps: int = max(INNER_STEPS)) -> dict[str, Any]:
+    """Meta-learning: algorithm, inner learning rate and steps (at most ``max_steps``), adapted
+    layers, outer learning rate, and the weight of the un-adapted initialization's loss in the
+    outer objective (0 = plain MAML)."""
     return {
         "algorithm": trial.suggest_categorical("algorithm", list(META_ALGORITHMS)),
         "inner_lr": trial.suggest_float("inner_lr", 1e-3, 1.0, log=True),
-        "inner_steps": trial.suggest_categorical("inner_steps", [1, 3, 5]),
+        "inner_steps": trial.suggest_categorical("inner_steps", inner_steps_upto(max_steps)),
         "adapt": trial.suggest_categorical("adapt", list(ADAPT)),
         "outer_lr": trial.suggest_float("outer_lr", 5e-4, 1e-2, log=True),
         "init_loss_weight": trial.suggest_categorical("init_loss_weight", list(INIT_LOSS_WEIGHTS)),
@@ -89,21 +98,27 @@ def pretrained(params: dict[str, Any], plan: Any) -> bool:
     return str(params.get("init", "global" if plan.pretrain else "scratch")) == "global"
 
 
-def first_meta_trials(plan: Any) -> list[dict[str, Any]]:
+def first_meta_trials(plan: Any, max_steps: int = max(INNER_STEPS)) -> list[dict[str, Any]]:
     """The meta trials enqueued before TPE, so a small budget still covers every algorithm.
 
     With early stopping (the melu default): every algorithm meta-tuned from the global model with
     MSE inside and huber outside (the ML-1M validation users preferred a huber outer loss and the
     global start: docs/evaluation.md), Meta-SGD with 5 inner steps; then the same from scratch.
-    Without: today's order, mse inside and out first, then a huber outer loss."""
+    Without: today's order, mse inside and out first, then a huber outer loss. Inner steps above
+    ``max_steps`` become the most that fit."""
     from metarec.evaluate.methods import algorithm_params
 
+    fit = inner_steps_upto(max_steps)
+
+    def params(a: str, **more: Any) -> dict[str, Any]:
+        p = {**algorithm_params(None, a), **more}
+        return {**p, "inner_steps": max([s for s in fit if s <= p["inner_steps"]], default=fit[0])}
+
     if plan.epochs <= 0:
-        return [{**algorithm_params(None, a), "loss": LOSSES[0], "outer_loss": outer}
-                for outer in LOSSES for a in META_ALGORITHMS]
+        return [params(a, loss=LOSSES[0], outer_loss=outer) for outer in LOSSES for a in META_ALGORITHMS]
     order = ("metasgd", "maml", "fomaml", "reptile")
-    return [{**algorithm_params(None, a), **({"inner_steps": 5} if a == "metasgd" else {}), "loss": "mse",
-             "outer_loss": "huber", "init": init} for init in INITS for a in order]
+    return [params(a, **({"inner_steps": 5} if a == "metasgd" else {}), loss="mse", outer_loss="huber", init=init)
+            for init in INITS for a in order]
 
 
 def run_study(space: Space, objective: Objective, n_trials: int,

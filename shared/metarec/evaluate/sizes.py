@@ -14,7 +14,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from metarec.evaluate.melu_tasks import SUPPORT_SIZES, long_supports
-from metarec.evaluate.splits import melu_split
 
 if TYPE_CHECKING:
     from metarec.evaluate.melu import Melu
@@ -24,7 +23,7 @@ def by_size(ev: Melu, chosen: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """``{str(k): {"finetune", "meta", "item_offset", "val_users"}}``: ``chosen``'s test-time
     settings re-chosen on validation supports of ``k`` events (overrides for ``Melu.predicts``),
     by the same searches the whole state's settings come from."""
-    split = melu_split(ev.r, ev.seed)
+    split = ev.split(ev.seed)
     steps = ev.plan.meta_steps
     g = ev.train_global(split, chosen["global"], steps, ev.seed)
     models = {a: ev.train_meta(split, p, steps, ev.seed) for a, p in chosen["meta"].items()}

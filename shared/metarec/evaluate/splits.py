@@ -6,7 +6,9 @@ split 80/20 at random into existing and new; a further ``val_fraction`` of the e
 is held out for validation (treated as new users, on existing items). Four states —
 ``warm`` (existing × existing, the training state), ``new_users``, ``new_items``,
 ``new_users_new_items`` — each keep users with ``lo..hi`` ratings, ``n_query`` random query
-items per user and the rest as support (in random order, so a prefix is a random subset).
+items per user and the rest as support (in random order, so a prefix is a random subset). With
+``buffer``, a support keeps its first ``buffer`` events: what a worker holding the user's last
+``buffer`` events would adapt on.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ def _group(rows: np.ndarray, user: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def melu_split(r: Ratings, seed: int, new_user_fraction: float = 0.2, val_fraction: float = 0.1,
-               lo: int = 13, hi: int = 100, n_query: int = 10, new_year: int = 1998) -> MeluSplit:
-    """The four MeLU states, the validation users and the training rows for one seed."""
+               lo: int = 13, hi: int = 100, n_query: int = 10, new_year: int = 1998,
+               buffer: int | None = None) -> MeluSplit:
+    """The four MeLU states, the validation users and the training rows for one seed (supports cut
+    to ``buffer`` events when given; the query and training rows are the same either way)."""
     rng = np.random.default_rng(seed)
     n_users = len(r.users)
     perm = rng.permutation(n_users)
@@ -115,4 +119,10 @@ def melu_split(r: Ratings, seed: int, new_user_fraction: float = 0.2, val_fracti
     user_index = np.zeros(n_users, np.int64)
     for k, u in enumerate(sorted(train)):
         user_index[u] = k + 1
+    if buffer is not None:
+        val, states = _cut(val, buffer), {k: _cut(t, buffer) for k, t in states.items()}
     return MeluSplit(train, val, states, user_index, item_new)
+
+
+def _cut(tasks: Tasks, buffer: int) -> Tasks:
+    return Tasks(tasks.name, tasks.users, [s[:buffer] for s in tasks.support], tasks.query)
