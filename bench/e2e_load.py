@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from metarec.events import Event, encode
@@ -27,8 +28,7 @@ def prefixed(evs: Sequence[Event], prefix: str, n: int) -> list[Event]:
     out = []
     for k in range(n):
         e = evs[k % len(evs)]
-        out.append(Event(event_id=f"{prefix}{k}", user_id=f"{prefix}{e.user_id}", item_id=e.item_id, kind=e.kind,
-                         value=e.value, ts=e.ts, context=e.context))
+        out.append(msgspec.structs.replace(e, event_id=f"{prefix}{k}", user_id=f"{prefix}{e.user_id}"))
     return out
 
 

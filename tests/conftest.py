@@ -102,6 +102,31 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, sim_events: list) -> Pat
                  TrainConfig(steps=40, time_budget_s=60, meta_batch=16, seed=1), source="sim")
 
 
+DOMAINS = ("books", "music")
+
+
+@pytest.fixture(scope="session")
+def domain_events() -> list:
+    """A seeded simulated log in two domains (:data:`DOMAINS`): 300 users, 60 items, a shared taste."""
+    from metarec.data.simulate import SimConfig, simulate
+
+    return simulate(SimConfig(users=300, items=60, mean_events=40, seed=7, domains=DOMAINS))
+
+
+@pytest.fixture(scope="session")
+def domain_model_dir(tmp_path_factory: pytest.TempPathFactory, domain_events: list) -> Path:
+    """A model meta-trained on :func:`domain_events` long enough that one event moves a user's top-K."""
+    import torch
+
+    from metarec.meta import TrainConfig
+    from metarec.train import train
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("domain-models")
+    return train(domain_events, out, {"hidden": (32, 16), "dim": 8},
+                 TrainConfig(steps=300, time_budget_s=120, meta_batch=16, seed=1), source="sim, two domains")
+
+
 @pytest.fixture(scope="session")
 def amazon_cdr() -> Path:
     path = SHARED_DATA / "amazon-cdr"

@@ -230,7 +230,10 @@ class Adapter:
                                            [t.new for t in part])
             self.gauges.observe(out, len(part))
             self.lifecycle.observe(out)
-            return list(zip(part, out.recs))
+            recs: dict[str, list[Recommendation]] = {}
+            for rec in out.recs:  # one per served domain
+                recs.setdefault(rec.user_id, []).append(rec)
+            return [(t, rec) for t in part for rec in recs.get(t.state.user_id, [])]
 
         try:
             return await run(batch)

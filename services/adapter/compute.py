@@ -31,14 +31,14 @@ if TYPE_CHECKING:  # the engine imports torch: only the side that computes loads
     from services.adapter.engine import Engine
 
 #: the settings the compute side needs (the child builds its own model bundle from these)
-COMPUTE_FIELDS = ("model_dir", "torch_threads", "top_k", "inner_steps", "inner_lr")
+COMPUTE_FIELDS = ("model_dir", "torch_threads", "top_k", "inner_steps", "inner_lr", "domains")
 
 
 @dataclass
 class BatchOut:
     """One batch's recommendations (input order), live-quality samples and timings."""
 
-    recs: list[Recommendation]
+    recs: list[Recommendation]  # per user (input order), one per served domain
     y: list[float] = field(default_factory=list)
     init: list[float] = field(default_factory=list)
     adapted: list[float] = field(default_factory=list)
@@ -118,8 +118,8 @@ class Compute:
             return await self._run("batch", list(states), list(news))
         return await self._run("batch_raw", list(raws), [len(n) for n in news])
 
-    async def one(self, raw: bytes) -> Recommendation:
-        return await self._run("one", raw)  # type: ignore[no-any-return]
+    async def one(self, raw: bytes, domain: str | None = None) -> Recommendation:
+        return await self._run("one", raw, domain)  # type: ignore[no-any-return]
 
     async def export(self, raw: bytes) -> tuple[bytes, float]:
         return await self._run("export", raw)  # type: ignore[no-any-return]

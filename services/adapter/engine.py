@@ -31,7 +31,7 @@ def load_recommender(settings: WorkerSettings, bundle: artifact.Bundle | None = 
     torch.set_num_threads(settings.torch_threads)
     bundle = bundle or artifact.load(settings.model_dir)
     rec = Recommender(bundle, OnnxScorer(bundle.onnx_path), top_k=settings.top_k, inner_steps=settings.inner_steps,
-                      inner_lr=settings.inner_lr)
+                      inner_lr=settings.inner_lr, domains=settings.served_domains())
     rec.warm_up()
     return rec
 
@@ -57,8 +57,10 @@ class Engine:
         news = [s.buffer[len(s.buffer) - min(n, len(s.buffer)):] for s, n in zip(states, n_new)]
         return self.batch(states, news)
 
-    def one(self, raw: bytes) -> Recommendation:
-        return self.recommender.recommend([st.loads(raw)])[0]
+    def one(self, raw: bytes, domain: str | None = None) -> Recommendation:
+        """One user's recommendation in ``domain`` (default: the first served); ValueError if not served."""
+        rec = self.recommender
+        return rec.recommend([st.loads(raw)], domains=[rec.domains[0] if domain is None else domain])[0]
 
     def export(self, raw: bytes) -> tuple[bytes, float]:
         """The user's adapted model as a self-contained ONNX file, and the seconds it took."""

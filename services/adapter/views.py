@@ -27,18 +27,25 @@ def as_json(rec: Recommendation) -> bytes:
 
 
 class Latest:
-    """The last recommendation per user, the ``size`` most recently updated users (an LRU)."""
+    """The last recommendation per user and domain, the ``size`` most recently updated (an LRU)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._recs: OrderedDict[str, Recommendation] = OrderedDict()
+        self._recs: OrderedDict[tuple[str, str], Recommendation] = OrderedDict()
 
-    def get(self, user_id: str) -> Recommendation | None:
-        return self._recs.get(user_id)
+    def get(self, user_id: str, domain: str | None = None) -> Recommendation | None:
+        """The newest for ``user_id`` in ``domain`` (None: in whichever domain was recommended last)."""
+        if domain is not None:
+            return self._recs.get((user_id, domain))
+        for (user, _), rec in reversed(self._recs.items()):  # rare (a GET without ?domain=): a scan
+            if user == user_id:
+                return rec
+        return None
 
     def remember(self, rec: Recommendation) -> None:
-        self._recs[rec.user_id] = rec
-        self._recs.move_to_end(rec.user_id)
+        key = (rec.user_id, rec.domain)
+        self._recs[key] = rec
+        self._recs.move_to_end(key)
         while len(self._recs) > self.size:
             self._recs.popitem(last=False)
 
@@ -55,12 +62,16 @@ def add_routes(adapter: Adapter) -> None:
     class UserRecs(View):
         @app.table_route(table=adapter.table, match_info="user_id")  # type: ignore[arg-type]
         async def get(self, request: Request, user_id: str) -> Response:
-            rec = adapter.latest.get(user_id)
+            domain = request.query.get("domain")  # absent: the newest, or the first served domain
+            rec = adapter.latest.get(user_id, domain)
             if rec is None:
                 raw = adapter.store.stored(user_id.encode())
                 if raw is None:
                     return self.json({"error": f"no events seen for user {user_id!r}"}, status=404)
-                rec = await adapter.compute.one(raw)
+                try:
+                    rec = await adapter.compute.one(raw, domain)
+                except ValueError as exc:  # a domain this worker does not serve
+                    return self.json({"error": str(exc)}, status=404)
                 adapter.latest.remember(rec)
             return self.bytes(as_json(rec), content_type="application/json")
 

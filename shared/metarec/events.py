@@ -47,8 +47,17 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 LIMITS: Final = Limits()
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True):
-    """One user interaction. ``value`` is the label (0/1) or, for ``rate``, the rating."""
+DOMAIN_KEY: Final = "domain"
+"""How an event's domain reaches the model: one more context field, ``domain=<name>`` (the
+domain embedding). Reserved: an event's ``context`` may not use it."""
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One user interaction. ``value`` is the label (0/1) or, for ``rate``, the rating.
+
+    ``domain`` names the catalog it happened in (books, music, …); absent or ``""`` is the default
+    domain. The wire form omits what is at its default (an empty context, the default domain).
+    """
 
     event_id: str
     user_id: str
@@ -57,6 +66,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     value: float
     ts: float  # seconds since the epoch
     context: dict[str, str] = msgspec.field(default_factory=dict)  # e.g. {"device": "mobile", "hour": "18"}
+    domain: str = ""
 
 
 class Invalid(msgspec.Struct, frozen=True):
@@ -76,9 +86,14 @@ def encode(event: Event) -> bytes:
 
 
 def new_event(user_id: str, item_id: str, kind: str, value: float, ts: float,
-              context: dict[str, str] | None = None, event_id: str | None = None) -> Event:
+              context: dict[str, str] | None = None, event_id: str | None = None, domain: str = "") -> Event:
     return Event(event_id=event_id or uuid.uuid4().hex, user_id=str(user_id), item_id=str(item_id),
-                 kind=kind, value=float(value), ts=float(ts), context=dict(context or {}))
+                 kind=kind, value=float(value), ts=float(ts), context=dict(context or {}), domain=domain)
+
+
+def model_context(context: dict[str, str], domain: str) -> dict[str, str]:
+    """The context the model sees for an event of ``domain``: its own fields plus the domain's."""
+    return {**context, DOMAIN_KEY: domain} if domain else context
 
 
 _STR_FIELDS: Final = ("event_id", "user_id", "item_id", "kind")
@@ -142,7 +157,7 @@ def _decode(data: bytes, limits: Limits, now: float) -> Event | Invalid:
         return Invalid("bad_timestamp", f"ts {ts:.0f} is more than {limits.max_future_s:.0f} s in the future", data)
     ctx = obj.get("context")
     return Event(event_id=obj["event_id"], user_id=obj["user_id"], item_id=obj["item_id"], kind=obj["kind"],
-                 value=value, ts=ts, context=dict(ctx) if ctx else {})
+                 value=value, ts=ts, context=dict(ctx) if ctx else {}, domain=obj.get("domain") or "")
 
 
 def _show(v: object) -> str:
@@ -179,7 +194,18 @@ def _check(obj: dict[str, object], lim: Limits) -> tuple[str, str] | None:
         return "bad_value", f"value of a {kind} event must be 0 or 1, got {value}"
     if float(obj["ts"]) < 0:  # type: ignore[arg-type]
         return "bad_timestamp", f"field 'ts' must be seconds since the epoch, got {obj['ts']}"
-    return _check_context(obj.get("context"), lim)
+    return _check_domain(obj.get("domain"), lim) or _check_context(obj.get("context"), lim)
+
+
+def _check_domain(v: object, lim: Limits) -> tuple[str, str] | None:
+    if v is None or v == "":
+        return None  # the default domain
+    if not isinstance(v, str):
+        return "bad_type", f"field 'domain' must be a string, got {type(v).__name__} {_show(v)}"
+    if not v.strip() or len(v) > lim.max_id_chars or _ID_BAD.search(v):
+        return "bad_value", (f"field 'domain' must be 1..{lim.max_id_chars} visible characters, not blank; "
+                             f"got {_show(v)}")
+    return None
 
 
 def _check_context(ctx: object, lim: Limits) -> tuple[str, str] | None:
@@ -196,6 +222,8 @@ def _check_context(ctx: object, lim: Limits) -> tuple[str, str] | None:
             return "bad_value", f"context field {_show(k)} or its value is empty or over {lim.max_context_chars} chars"
         if _CONTROL.search(k) or _CONTROL.search(v):
             return "bad_value", f"context field {_show(k)} has control characters: {_show(v)}"
+        if k == DOMAIN_KEY:
+            return "bad_value", f"context field {DOMAIN_KEY!r} is reserved: send it as the event's field 'domain'"
     return None
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from metarec.adapt import Support
-from metarec.events import Event, label
+from metarec.events import Event, label, model_context
 from metarec.model import ModelConfig, Vocab, hash_context
 from metarec.state import Buffered
 
@@ -28,6 +28,11 @@ def _ctx_ids(fields: tuple[tuple[str, str], ...], buckets: int, width: int) -> t
 def context_ids(context: dict[str, str], cfg: ModelConfig) -> tuple[int, ...]:
     """Hashed context feature ids, memoized: live contexts come from a small set of values."""
     return _ctx_ids(tuple(sorted(context.items())), cfg.n_context_buckets, cfg.max_context)
+
+
+def event_context_ids(ev: Event | Buffered, cfg: ModelConfig) -> tuple[int, ...]:
+    """An event's context feature ids, its domain's included (:func:`metarec.events.model_context`)."""
+    return context_ids(model_context(ev.context, ev.domain), cfg)
 
 
 def target(kind: str, value: float, cfg: ModelConfig) -> float | None:
@@ -58,7 +63,7 @@ class EventTable:
             y = target(e.kind, e.value, cfg)
             if y is None:
                 continue
-            row = (e.ts, vocab.item(e.item_id), list(context_ids(e.context, cfg)), y)
+            row = (e.ts, vocab.item(e.item_id), list(event_context_ids(e, cfg)), y)
             by_user.setdefault(e.user_id, []).append(row)
         users = sorted(by_user)
         rows = [r for u in users for r in sorted(by_user[u], key=lambda r: r[0])]
@@ -110,7 +115,7 @@ Encoded = tuple[int, tuple[int, ...], float, float]  # item index, context ids, 
 
 def encode_event(ev: Buffered, vocab: Vocab, cfg: ModelConfig) -> Encoded:
     t = target(ev.kind, ev.value, cfg)
-    return vocab.item(ev.item_id), context_ids(ev.context, cfg), 0.0 if t is None else t, 0.0 if t is None else 1.0
+    return vocab.item(ev.item_id), event_context_ids(ev, cfg), 0.0 if t is None else t, 0.0 if t is None else 1.0
 
 
 def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buffered]], vocab: Vocab,
@@ -140,6 +145,9 @@ def support_from_buffers(user_ids: Sequence[str], buffers: Sequence[Sequence[Buf
                     np.asarray(cols[3], np.float32))
 
 
-def current_context(buffer: Sequence[Buffered], cfg: ModelConfig) -> list[int]:
-    """Context feature ids of the user's newest event (the context we recommend for)."""
-    return list(context_ids(buffer[-1].context if buffer else {}, cfg))
+def current_context(buffer: Sequence[Buffered], cfg: ModelConfig, domain: str | None = None) -> list[int]:
+    """Context feature ids we recommend for: the user's newest event's context, in ``domain``
+    (default: that event's domain)."""
+    newest = buffer[-1] if buffer else None
+    ctx = newest.context if newest else {}
+    return list(context_ids(model_context(ctx, (newest.domain if newest else "") if domain is None else domain), cfg))

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import msgspec
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import MemberToRemove, NewTopic
 from kafka.errors import (
@@ -173,8 +174,7 @@ def replay(events: Iterable[Event], settings: KafkaSettings, rate: float = 0.0,
                     if delay > 0:
                         time.sleep(delay)
                 if rewrite_ts:
-                    ev = Event(event_id=ev.event_id, user_id=ev.user_id, item_id=ev.item_id, kind=ev.kind,
-                               value=ev.value, ts=time.time(), context=ev.context)
+                    ev = msgspec.structs.replace(ev, ts=time.time())
                 fut = prod.send(settings.topic_events, key=ev.user_id.encode(), value=encode(ev))
                 fut.add_errback(failed.append)
                 n += 1

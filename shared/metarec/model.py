@@ -23,10 +23,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -268,12 +269,17 @@ def score_matrix(model: RecModel, fast: dict[str, Tensor], users: Tensor, ctx: T
 
 @dataclass
 class Vocab:
-    """External ids ↔ model indices. Index 0 is reserved for unknown ids."""
+    """External ids ↔ model indices (index 0 is reserved for unknown ids), and the catalog's
+    domains: ``item_domains[k]`` is the domain of ``items[k]`` (empty: every item is in the default
+    domain ``""``)."""
 
     users: list[str] = field(default_factory=list)
     items: list[str] = field(default_factory=list)
+    item_domains: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.item_domains and len(self.item_domains) != len(self.items):
+            raise ValueError(f"{len(self.item_domains)} item domains for {len(self.items)} items")
         self._u = {u: i + 1 for i, u in enumerate(self.users)}
         self._i = {it: i + 1 for i, it in enumerate(self.items)}
 
@@ -283,10 +289,36 @@ class Vocab:
     def item(self, item_id: str) -> int:
         return self._i.get(item_id, 0)
 
+    def domains(self) -> list[str]:
+        """The catalog's domains, sorted (``[""]`` for a catalog without domains)."""
+        return sorted(set(self.item_domains)) if self.item_domains else [""]
+
+    def in_domain(self, domain: str) -> np.ndarray:
+        """``(len(items),)`` bool: which catalog columns belong to ``domain``."""
+        if not self.item_domains:
+            return np.full(len(self.items), domain == "")
+        return np.asarray(self.item_domains, dtype=object) == domain
+
+    def domain_of(self, item_id: str) -> str | None:
+        """An item's domain (None: not in the catalog)."""
+        k = self.item(item_id)
+        return None if not k else (self.item_domains[k - 1] if self.item_domains else "")
+
     def to_json(self) -> str:
-        return json.dumps({"users": self.users, "items": self.items})
+        doms = {"item_domains": self.item_domains} if any(self.item_domains) else {}
+        return json.dumps({"users": self.users, "items": self.items, **doms})
 
     @classmethod
     def from_json(cls, text: str) -> Vocab:
         raw = json.loads(text)
-        return cls(users=list(raw["users"]), items=list(raw["items"]))
+        return cls(users=list(raw["users"]), items=list(raw["items"]), item_domains=list(raw.get("item_domains", [])))
+
+    @classmethod
+    def of_events(cls, users: list[str], events: Iterable[Any]) -> Vocab:
+        """A catalog of every item in ``events`` (sorted), each in the domain it was seen in; an item
+        seen in several domains keeps its first."""
+        first: dict[str, str] = {}
+        for e in events:
+            first.setdefault(e.item_id, e.domain)
+        items = sorted(first)
+        return cls(users=users, items=items, item_domains=[first[i] for i in items] if any(first.values()) else [])

@@ -2,7 +2,9 @@
 
 :class:`Recommender` is the one object the worker calls. Given the states of the users that
 changed, it adapts them all in one vectorized call, scores the catalog through onnxruntime
-with their adapted weights, and returns one :class:`Recommendation` per user. Before it
+with their adapted weights, and returns one :class:`Recommendation` per user and served domain
+(a user's adaptation learns from their events in every domain; each domain's top-K is ranked in
+that domain's context, among that domain's items). Before it
 learns from a user's new labelled events it predicts them with the un-adapted initialization
 and with the user's previously adapted weights (a bounded cache), for live quality.
 """
@@ -20,7 +22,7 @@ import torch
 from metarec.adapt import Fast, predict_rows
 from metarec.artifact import Bundle
 from metarec.fastadapt import adapt_explicit
-from metarec.features import Encoded, context_ids, current_context, support_from_buffers, target
+from metarec.features import Encoded, current_context, event_context_ids, support_from_buffers, target
 from metarec.recommendation import Recommendation
 from metarec.score import Scorer, top_k
 from metarec.state import Buffered, UserState
@@ -47,8 +49,16 @@ class Recommender:
     """Adapts and ranks for batches of users with one model bundle and one scorer."""
 
     def __init__(self, bundle: Bundle, scorer: Scorer, top_k: int = 10, inner_steps: int | None = None,
-                 inner_lr: float | None = None, cache_users: int = 2048) -> None:
+                 inner_lr: float | None = None, cache_users: int = 2048, domains: Sequence[str] = ()) -> None:
         self.bundle = bundle
+        known = bundle.vocab.domains()
+        unknown = [d for d in domains if d not in known]
+        if unknown:
+            raise ValueError(f"domains {', '.join(map(repr, unknown))} are not in the model's catalog "
+                             f"({', '.join(map(repr, known))})")
+        self.domains = list(dict.fromkeys(domains)) or known  # served: the catalog's, unless configured
+        # each served domain's columns (None: the whole catalog, no mask to apply)
+        self._columns = {d: (None if (m := bundle.vocab.in_domain(d)).all() else m) for d in self.domains}
         self.model = bundle.model
         self.cfg = bundle.model.cfg
         self.scorer = scorer
@@ -75,8 +85,8 @@ class Recommender:
             self._encoded.clear()  # a bounded cache: start over rather than track recency per event
         sup = support_from_buffers([s.user_id for s in states], [s.buffer for s in states],
                                    self.bundle.vocab, self.cfg, self._encoded)
-        with torch.no_grad():
-            return adapt_explicit(self.model, sup, self.steps, self.lr)
+        with torch.no_grad():  # detached: with 0 steps the "adapted" weights are the init's parameters
+            return {k: v.detach() for k, v in adapt_explicit(self.model, sup, self.steps, self.lr).items()}
 
     def live_predictions(self, states: Sequence[UserState], new: Sequence[Sequence[Buffered]]) -> LiveSample:
         """Predict each user's ``new`` labelled events with the init and with their previous
@@ -99,7 +109,7 @@ class Recommender:
         ctx = np.zeros((r, q, cfg.max_context), np.int64)
         for j, (_, lab, _) in enumerate(rows):
             items[j, :len(lab)] = [vocab.item(e.item_id) for e, _ in lab]
-            ctx[j, :len(lab)] = [context_ids(e.context, cfg) for e, _ in lab]
+            ctx[j, :len(lab)] = [event_context_ids(e, cfg) for e, _ in lab]
         users = torch.tensor([vocab.user(st.user_id) for st, _, _ in rows])
         init = {k: v.unsqueeze(0).expand(r, *v.shape) for k, v in self.init.items()}
         flat = np.stack([p if p is not None else self._init_flat for _, _, p in rows])
@@ -115,19 +125,32 @@ class Recommender:
         return out
 
     def recommend(self, states: Sequence[UserState], now: float | None = None,
-                  timings: Timings | None = None) -> list[Recommendation]:
-        """Fresh top-K for each state (consumed items excluded), adapting them all at once."""
-        if not states:
+                  timings: Timings | None = None, domains: Sequence[str] | None = None) -> list[Recommendation]:
+        """Fresh top-K for each state (consumed items excluded), adapting them all at once: one
+        recommendation per user and domain (``domains``, default: the served ones), user by user."""
+        doms = self.domains if domains is None else list(domains)
+        missing = [d for d in doms if d not in self._columns]
+        if missing:
+            raise ValueError(f"domains {', '.join(map(repr, missing))} are not served (serving "
+                             f"{', '.join(map(repr, self.domains))})")
+        if not states or not doms:
             return []
         t0 = time.perf_counter()
         fast = {k: v.numpy() for k, v in self.adapt(states).items()}
         t1 = time.perf_counter()
-        vocab, cfg = self.bundle.vocab, self.cfg
-        users = np.array([vocab.user(s.user_id) for s in states], np.int64)
-        ctx = np.array([current_context(s.buffer, cfg) for s in states], np.int64)
-        scores = self.scorer.score(users, ctx, fast)
-        exclude = [{i - 1 for c in s.consumed if (i := vocab.item(c)) > 0} for s in states]
-        cols, vals = top_k(scores, self.k, exclude)
+        vocab, cfg, nd = self.bundle.vocab, self.cfg, len(doms)
+        # rows user-major: user b in domain d is row b * nd + d (its adapted weights repeated)
+        users = np.repeat(np.array([vocab.user(s.user_id) for s in states], np.int64), nd)
+        ctx = np.array([current_context(s.buffer, cfg, d) for s in states for d in doms], np.int64)
+        scores = self.scorer.score(users, ctx, {k: np.repeat(v, nd, axis=0) for k, v in fast.items()} if nd > 1
+                                   else fast)
+        masks = [(j, m) for j, d in enumerate(doms) if (m := self._columns[d]) is not None]
+        if masks and not scores.flags.writeable:
+            scores = scores.copy()
+        for j, m in masks:
+            scores[j::nd, ~m] = -np.inf  # another domain's items: never recommended here
+        excl = [{i - 1 for c in s.consumed if (i := vocab.item(c)) > 0} for s in states]
+        cols, vals = top_k(scores, self.k, [e for e in excl for _ in doms])
         t2 = time.perf_counter()
         if timings is not None:
             timings.adapt_s, timings.score_s = t1 - t0, t2 - t1
@@ -135,15 +158,16 @@ class Recommender:
         for b, s in enumerate(states):
             self._remember(s.user_id, flat[b].copy())
         emitted = time.time() if now is None else now
+        rows = [(s, d) for s in states for d in doms]  # the scored rows' order
         return [
             Recommendation(
-                user_id=s.user_id,
-                items=[vocab.items[c] for c, v in zip(cols[b], vals[b]) if np.isfinite(v)],
-                scores=[round(float(v), 6) for v in vals[b] if np.isfinite(v)],
+                user_id=s.user_id, domain=d,
+                items=[vocab.items[c] for c, v in zip(cols[r], vals[r]) if np.isfinite(v)],
+                scores=[round(float(v), 6) for v in vals[r] if np.isfinite(v)],
                 model_version=self.bundle.version, events_seen=s.events_seen,
                 last_event_ts=s.last_event_ts, emitted_at=emitted,
             )
-            for b, s in enumerate(states)
+            for r, (s, d) in enumerate(rows)
         ]
 
     def _unflatten(self, flat: torch.Tensor) -> Fast:

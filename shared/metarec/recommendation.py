@@ -5,8 +5,11 @@ from __future__ import annotations
 import msgspec
 
 
-class Recommendation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
-    """The message published to the recommendations topic (JSON). Not tracked by the GC (see state.py)."""
+class Recommendation(msgspec.Struct, frozen=True, kw_only=True, gc=False, omit_defaults=True):
+    """The message published to the recommendations topic (JSON). Not tracked by the GC (see state.py).
+
+    ``domain``: the catalog domain the items come from (omitted for the default domain ``""``).
+    """
 
     user_id: str
     items: list[str]
@@ -15,3 +18,4 @@ class Recommendation(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     events_seen: int
     last_event_ts: float
     emitted_at: float
+    domain: str = ""

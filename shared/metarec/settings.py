@@ -58,6 +58,7 @@ class WorkerSettings(KafkaSettings):
     web_host: str = "0.0.0.0"
     web_port: int = Field(default=6066, ge=1, le=65535)  # /metrics and /users/{id}/recommendations
     top_k: int = Field(default=10, ge=1)
+    domains: str = ""  # comma-separated catalog domains to recommend for ("": every domain in the catalog)
     buffer_size: int = Field(default=64, ge=1)  # recent events kept per user (the support set)
     consumed_size: int = Field(default=512, ge=0)  # consumed items remembered per user, excluded from top-K
     inner_steps: int | None = Field(default=None, ge=0)  # override the model's meta-learned inner steps
@@ -90,6 +91,10 @@ class WorkerSettings(KafkaSettings):
     rollback_margin: float = Field(default=0.02, ge=0.0)  # adapted logloss worse than the previous version's by this
     rollback_window: int = Field(default=500, ge=10)  # over this many live predictions: roll back
     log_level: str = "info"
+
+    def served_domains(self) -> list[str]:
+        """``domains`` as a list (empty: the catalog's)."""
+        return [d.strip() for d in self.domains.split(",") if d.strip()]
 
     def limits(self) -> Limits:
         """The event limits these settings set."""

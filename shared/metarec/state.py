@@ -21,7 +21,8 @@ STATE_VERSION = 1
 
 
 class Buffered(msgspec.Struct, frozen=True, array_like=True, gc=False):
-    """A compact buffered event: ``[event_id, item_id, kind, value, ts, context]``."""
+    """A compact buffered event: ``[event_id, item_id, kind, value, ts, context, domain]`` (a state
+    written before domains existed has no ``domain``: the default one)."""
 
     event_id: str
     item_id: str
@@ -29,6 +30,7 @@ class Buffered(msgspec.Struct, frozen=True, array_like=True, gc=False):
     value: float
     ts: float
     context: dict[str, str]
+    domain: str = ""
 
 
 class UserState(msgspec.Struct, frozen=True, kw_only=True, gc=False):
@@ -78,7 +80,7 @@ def step(state: UserState | None, events: Sequence[Event], buffer_size: int = 64
             raise ValueError(f"step got events of users {user_id!r} and {e.user_id!r}; one user per call")
         if e.event_id not in seen:
             seen.add(e.event_id)
-            new.append(Buffered(e.event_id, e.item_id, e.kind, e.value, e.ts, dict(e.context)))
+            new.append(Buffered(e.event_id, e.item_id, e.kind, e.value, e.ts, dict(e.context), e.domain))
     part, off = position if position is not None else (state.partition, state.offset)
     if not new:
         return (state if position is None else msgspec.structs.replace(state, partition=part, offset=off)), ()

@@ -43,8 +43,8 @@ def train(events: Sequence[Event], out: Path, model_kw: dict[str, Any], tcfg: Tr
         raise ValueError("no events to train on")
     t0 = time.monotonic()
     users, val = split_users(events, tcfg.val_fraction, tcfg.seed)
-    items = sorted({e.item_id for e in events})
-    vocab = Vocab(users=[u for u in users if u not in val], items=items)
+    vocab = Vocab.of_events([u for u in users if u not in val], events)  # the catalog, with its domains
+    items = vocab.items
     if tcfg.algorithm == "metasgd":  # the learned rates are parameters, saved with the weights
         model_kw = {**model_kw, "meta_sgd": True}
     cfg = ModelConfig(n_users=len(vocab.users) + 1, n_items=len(items) + 1, **model_kw)

@@ -14,7 +14,7 @@ from metarec.continual.learner import Learner, Serving
 from metarec.continual.rounds import RoundConfig, run_round, sabotage
 from metarec.continual.window import TaskWindow
 from metarec.data.simulate import SimConfig, simulate
-from metarec.events import Event
+from metarec.events import Event, new_event
 from metarec.features import EventTable
 from metarec.meta import TrainConfig, meta_train
 from metarec.model import ModelConfig, RecModel, Vocab, score_matrix
@@ -51,7 +51,7 @@ def test_grow_keeps_known_scores_and_starts_new_items_at_the_mean(bias: bool, at
         if attrs:
             model.item_attr.random_(1, 50)
     vocab = Vocab(users=["u1"], items=["a", "b", "c"])
-    grown, gv, new = grow(model, vocab, ["c", "x", "a", "y"])
+    grown, gv, new = grow(model, vocab, [new_event("u1", i, "click", 1, 0) for i in ["c", "x", "a", "y"]])
     assert new == ["x", "y"] and gv.items == ["a", "b", "c", "x", "y"] and gv.item("y") == 5
     assert grown.cfg.n_items == 6 and model.cfg.n_items == 4, "the serving model is not changed"
     users, ctx = torch.tensor([1, 0]), torch.zeros(2, model.cfg.max_context, dtype=torch.long)
@@ -64,6 +64,19 @@ def test_grow_keeps_known_scores_and_starts_new_items_at_the_mean(bias: bool, at
     assert torch.allclose(grown.item_emb.weight[4], mean) and torch.allclose(grown.item_emb.weight[5], mean)
     if bias:
         assert torch.allclose(grown.item_bias.weight[4], model.item_bias.weight[1:].mean(0))
+
+
+def test_grown_items_join_the_domain_they_were_seen_in() -> None:
+    model = tiny_model(3)
+    _, gv, _ = grow(model, Vocab(users=["u1"], items=["a", "b"]), [new_event("u1", "x", "click", 1, 0)])
+    assert gv.item_domains == [] and gv.domains() == [""], "no domains: the catalog stays without"
+    vocab = Vocab(users=["u1"], items=["a", "b"], item_domains=["books", "music"])
+    evs = [new_event("u1", "y", "click", 1, 0, domain="music"), new_event("u1", "x", "click", 1, 0),
+           new_event("u1", "y", "click", 1, 0, domain="books")]
+    _, gv, new = grow(model, vocab, evs)
+    assert new == ["x", "y"] and gv.item_domains == ["books", "music", "", "music"]  # y: its first domain
+    assert gv.domains() == ["", "books", "music"] and gv.in_domain("music").tolist() == [False, True, False, True]
+    assert Vocab.from_json(gv.to_json()) == gv
 
 
 def test_judge_rules() -> None:

@@ -14,14 +14,17 @@ from collections.abc import Iterable
 
 import torch
 
+from metarec.events import Event
 from metarec.model import ModelConfig, RecModel, Vocab
 
 
-def grow(model: RecModel, vocab: Vocab, item_ids: Iterable[str]) -> tuple[RecModel, Vocab, list[str]]:
-    """A copy of ``model`` and ``vocab`` that also know ``item_ids``; returns the ids added."""
-    new = sorted({i for i in item_ids if not vocab.item(i)})
+def grow(model: RecModel, vocab: Vocab, events: Iterable[Event]) -> tuple[RecModel, Vocab, list[str]]:
+    """A copy of ``model`` and ``vocab`` that also know the items of ``events`` (each in the domain
+    it was first seen in); returns the ids added."""
+    seen = Vocab.of_events([], (e for e in events if not vocab.item(e.item_id)))
+    new = seen.items
     if not new:
-        return copy.deepcopy(model), Vocab(users=list(vocab.users), items=list(vocab.items)), []
+        return copy.deepcopy(model), Vocab(list(vocab.users), list(vocab.items), list(vocab.item_domains)), []
     old_n = model.cfg.n_items
     cfg = ModelConfig(**{**model.cfg.__dict__, "n_items": old_n + len(new)})
     grown = RecModel(cfg)
@@ -41,4 +44,6 @@ def grow(model: RecModel, vocab: Vocab, item_ids: Iterable[str]) -> tuple[RecMod
                 t[old_n:] = 0
     grown.load_state_dict(target)
     grown.train(model.training)
-    return grown, Vocab(users=list(vocab.users), items=[*vocab.items, *new]), new
+    domains = ([*(vocab.item_domains or [""] * len(vocab.items)), *(seen.item_domains or [""] * len(new))]
+               if vocab.item_domains or seen.item_domains else [])
+    return grown, Vocab(list(vocab.users), [*vocab.items, *new], domains), new

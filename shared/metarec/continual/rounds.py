@@ -56,7 +56,7 @@ def run_round(model: RecModel, vocab: Vocab, events: Sequence[Event], cfg: Round
     t0 = time.monotonic()
     cut = cut_time(events, cfg.holdout_fraction)
     before = [e for e in events if e.ts < cut]
-    cand, cvocab, new = grow(model, vocab, (e.item_id for e in events))
+    cand, cvocab, new = grow(model, vocab, events)
     table = EventTable.build(before, cvocab, cand.cfg)
     ks = np.array([k for k in range(len(table.users)) if table.count(k) >= max(2, cfg.min_events)])
     steps = 0
