@@ -1,6 +1,7 @@
 """`make demo`: the whole live path once, end to end, on real parts, with a live model swap.
 
-Starts the local Kafka (unless ``METAREC_KAFKA_BOOTSTRAP`` is set), simulates an event log whose
+Starts the local Kafka (unless ``METAREC_KAFKA_BOOTSTRAP`` is set), simulates an event log in two
+domains (books and music; every user one taste, recommended in both) whose
 users' tastes and item popularity shift halfway (and new items arrive), meta-trains on the part
 before the shift, starts a worker and the continual trainer, replays the part after the shift,
 prints recommendations as they arrive and the moment the worker switches to the trainer's new
@@ -84,9 +85,10 @@ def main() -> None:
         started_kafka = "already running" not in up.stdout
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        say("simulating users with latent tastes (seeded); halfway, tastes and popularity shift and 50 items arrive")
+        say("simulating users with latent tastes (seeded) in two domains, books and music, one taste per user; "
+            "halfway, tastes and popularity shift and 50 items arrive")
         run("simulate", "--out", str(STATE / "sim.jsonl"), "--users", "600", "--items", "500", "--drift-at", "0.5",
-            "--new-items", "50", "--after-out", str(STATE / "live.jsonl"), env=env)
+            "--new-items", "50", "--after-out", str(STATE / "live.jsonl"), "--domains", "books,music", env=env)
         say("meta-training the initialization on the events before the shift (MAML over users as tasks, <= 2 min)")
         for old in (STATE / "models").glob("*"):  # a rerun starts from a fresh models folder
             subprocess.run(["rm", "-rf", str(old)], check=True)
@@ -186,8 +188,9 @@ def consume_while_replaying(env: dict[str, str], worker: subprocess.Popen[bytes]
                         versions.append(rec["model_version"])
                     if count <= 12 or count % 1000 == 0:
                         late = (rec["emitted_at"] - rec["last_event_ts"]) * 1000
-                        print(f"  #{count:<6} {rec['user_id']:>5} after {rec['events_seen']:>3} events -> "
-                              f"{' '.join(rec['items'][:6])}  ({late:.0f} ms after the event)", flush=True)
+                        print(f"  #{count:<6} {rec['user_id']:>5} after {rec['events_seen']:>3} events, "
+                              f"{rec.get('domain') or 'default':>5} -> {' '.join(rec['items'][:6])}  "
+                              f"({late:.0f} ms after the event)", flush=True)
                     last = time.monotonic()
             # done when every replayed event was consumed and the last recommendations are in
             if done.is_set() and time.monotonic() - last > 3 and consumed(port) >= total:

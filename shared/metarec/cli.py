@@ -71,17 +71,23 @@ def simulate(
     new_items: Annotated[int, typer.Option(min=0, help="Items that arrive at the shift (with --drift-at).")] = 0,
     after_out: Annotated[Path | None, typer.Option(
         help="With --drift-at: write the events from the shift on here, and only those before it to --out.")] = None,
+    domains: Annotated[str, typer.Option(
+        help="Comma-separated catalog domains (e.g. books,music): items split among them, one taste per user.")] = "",
 ) -> None:
-    """Write a synthetic event log from the seeded simulator (optionally with a drift)."""
+    """Write a synthetic event log from the seeded simulator (optionally with a drift, and domains)."""
     from metarec.data import write_jsonl
     from metarec.data.simulate import SimConfig
     from metarec.data.simulate import simulate as run
 
     if (new_items or after_out is not None) and drift_at is None:
         raise UserError("--new-items and --after-out need --drift-at")
-    cfg = SimConfig(users=users, items=items, mean_events=mean_events, seed=seed, drift_at=drift_at,
-                    new_items=new_items)
-    events = run(cfg)
+    names = tuple(d.strip() for d in domains.split(",") if d.strip())
+    try:
+        cfg = SimConfig(users=users, items=items, mean_events=mean_events, seed=seed, drift_at=drift_at,
+                        new_items=new_items, domains=names)
+        events = run(cfg)
+    except ValueError as exc:
+        raise UserError(f"simulate: {exc}") from None
     if after_out is not None:
         cut = cfg.drift_ts()
         n_after = write_jsonl([e for e in events if e.ts >= cut], after_out)

@@ -109,6 +109,9 @@ def test_help_lists_the_commands() -> None:
     (("evaluate", "--protocol", "bogus", "--data", ".", "--format", "csv", "--out", "/tmp/x"), "--protocol must be"),
     (("evaluate", "--protocol", "melu", "--data", "/no/such/file", "--format", "csv", "--out", "/tmp/x"),
      "no such file"),
+    (("evaluate", "--protocol", "melu", "--data", ".", "--format", "csv", "--out", "/tmp/x", "--buffer", "0"),
+     "--buffer and --max-adapt-steps"),
+    (("simulate", "--out", "/tmp/x.jsonl", "--domains", "books,books"), "domains must be distinct"),
 ])
 def test_bad_input_is_one_readable_line(args: tuple[str, ...], message: str) -> None:
     out = cli(*args)
@@ -129,3 +132,14 @@ def test_simulate_then_train_writes_a_model(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     manifest = json.loads((tmp_path / "models" / "latest" / "manifest.json").read_text())
     assert manifest["train"]["outer_steps_done"] == 3 and manifest["data"]["users"] == 30
+
+
+def test_simulate_in_domains_then_train_writes_a_catalog_of_domains(tmp_path: Path) -> None:
+    log = tmp_path / "sim.jsonl"
+    out = cli("simulate", "--out", str(log), "--users", "30", "--items", "20", "--mean-events", "12",
+              "--domains", "books, music")
+    assert out.returncode == 0, out.stderr
+    assert {json.loads(line).get("domain") for line in log.read_text().splitlines()} == {"books", "music"}
+    assert cli("train", "--events", str(log), "--out", str(tmp_path / "models"), "--steps", "2").returncode == 0
+    vocab = json.loads((tmp_path / "models" / "latest" / "vocab.json").read_text())
+    assert set(vocab["item_domains"]) == {"books", "music"} and len(vocab["item_domains"]) == len(vocab["items"])
