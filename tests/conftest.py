@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,18 +89,33 @@ def sim_events() -> list:
     return simulate(SimConfig(users=120, items=80, mean_events=30, seed=7))
 
 
-@pytest.fixture(scope="session")
-def model_dir(tmp_path_factory: pytest.TempPathFactory, sim_events: list) -> Path:
-    """A model meta-trained briefly on :func:`sim_events` (a real model directory)."""
+def sim_ratings(tmp_path_factory: pytest.TempPathFactory, **cfg: Any) -> Any:
+    """A simulated log (``SimConfig(**cfg)``) read as the evaluation reads ratings."""
+    from metarec.data import write_jsonl
+    from metarec.data.simulate import SimConfig, simulate
+    from metarec.evaluate.data import load_ratings
+
+    path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
+    write_jsonl(simulate(SimConfig(**cfg)), path)
+    return load_ratings(path, "simulated")
+
+
+def trained(tmp_path_factory: pytest.TempPathFactory, events: list, name: str, steps: int, source: str) -> Path:
+    """A small model (dim 8, hidden 32-16) meta-trained on ``events`` for ``steps`` outer steps."""
     import torch
 
     from metarec.meta import TrainConfig
     from metarec.train import train
 
     torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("models")
-    return train(sim_events, out, {"hidden": (32, 16), "dim": 8},
-                 TrainConfig(steps=40, time_budget_s=60, meta_batch=16, seed=1), source="sim")
+    return train(events, tmp_path_factory.mktemp(name), {"hidden": (32, 16), "dim": 8},
+                 TrainConfig(steps=steps, time_budget_s=120, meta_batch=16, seed=1), source=source)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, sim_events: list) -> Path:
+    """A model meta-trained briefly on :func:`sim_events` (a real model directory)."""
+    return trained(tmp_path_factory, sim_events, "models", 40, "sim")
 
 
 DOMAINS = ("books", "music")
@@ -116,15 +132,7 @@ def domain_events() -> list:
 @pytest.fixture(scope="session")
 def domain_model_dir(tmp_path_factory: pytest.TempPathFactory, domain_events: list) -> Path:
     """A model meta-trained on :func:`domain_events` long enough that one event moves a user's top-K."""
-    import torch
-
-    from metarec.meta import TrainConfig
-    from metarec.train import train
-
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp("domain-models")
-    return train(domain_events, out, {"hidden": (32, 16), "dim": 8},
-                 TrainConfig(steps=300, time_budget_s=120, meta_batch=16, seed=1), source="sim, two domains")
+    return trained(tmp_path_factory, domain_events, "domain-models", 300, "sim, two domains")
 
 
 @pytest.fixture(scope="session")

@@ -5,17 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metarec.data import write_jsonl
-from metarec.data.simulate import SimConfig, simulate
+from tests.conftest import sim_ratings
 
 
 @pytest.fixture(scope="module")
 def ratings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from metarec.evaluate.data import load_ratings
-
-    path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
-    write_jsonl(simulate(SimConfig(users=80, items=60, mean_events=30, seed=3)), path)
-    return load_ratings(path, "simulated")
+    return sim_ratings(tmp_path_factory, users=80, items=60, mean_events=30, seed=3)
 
 
 def test_each_size_gets_the_validation_argmin_of_its_own_grid(ratings) -> None:  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The melu evaluation measures what serving can afford: a user's last ``buffer`` events and at
+"""The melu evaluation measures what serving can afford: at most ``buffer`` of a user's events and at
 most ``max_steps`` test-time adaptation steps (``Net``; ``--buffer``, ``--max-adapt-steps``)."""
 
 from __future__ import annotations
@@ -9,17 +9,12 @@ import numpy as np
 import optuna
 import pytest
 
-from metarec.data import write_jsonl
-from metarec.data.simulate import SimConfig, simulate
+from tests.conftest import sim_ratings
 
 
 @pytest.fixture(scope="module")
 def ratings(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    from metarec.evaluate.data import load_ratings
-
-    path = tmp_path_factory.mktemp("sim") / "sim.jsonl"
-    write_jsonl(simulate(SimConfig(users=80, items=60, mean_events=40, seed=4)), path)
-    return load_ratings(path, "simulated")
+    return sim_ratings(tmp_path_factory, users=80, items=60, mean_events=40, seed=4)
 
 
 def test_supports_are_cut_to_the_buffer_and_nothing_else_changes(ratings) -> None:  # type: ignore[no-untyped-def]
