@@ -45,14 +45,8 @@ class HistoryEncoder(nn.Module):
         self.domain_emb = nn.Embedding(2, cfg.dim)
         self.net = nn.Sequential(nn.Linear(cfg.dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.dim))
         # memory features of a candidate (cross-domain and within-target co-occurrence with the support,
-        # popularity, the support's sizes, the kNN's own score) → its memory score: the kNN's score
-        # (weight `knn_weight`) plus a learned correction (`gate`, zero at the start): the learned
-        # memory starts as the item-kNN baseline and training moves it only where that helps
-        last = nn.Linear(16, 1)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.gate = nn.Sequential(nn.Linear(N_FEATURES, 16), nn.ReLU(), last)
-        self.knn_weight = nn.Parameter(torch.ones(()))
+        # popularity) and the support's size → its memory score: how far to trust the counts
+        self.gate = nn.Sequential(nn.Linear(N_FEATURES, 16), nn.ReLU(), nn.Linear(16, 1))
         nn.init.normal_(self.item_emb.weight, std=0.05)
         nn.init.normal_(self.hist_emb.weight, std=0.05)
         nn.init.zeros_(self.item_bias.weight)
@@ -73,19 +67,17 @@ class HistoryEncoder(nn.Module):
             z = (self.item_emb(cands) * u[:, None, :]).sum(-1) + self.item_bias(cands).squeeze(-1)
         if self.cfg.memory:
             assert feats is not None, "a memory encoder scores with memory features"
-            z = z + self.knn_weight * feats[..., KNN_FEATURE] + self.gate(feats).squeeze(-1)
+            z = z + self.gate(feats).squeeze(-1)
         return z
 
 
-N_FEATURES = 6
-KNN_FEATURE = 5  # log1p(cross + within): the item-kNN baseline's score, without its popularity tie-break
+N_FEATURES = 5
 
 
 def memory_features(knn: CrossKNN, sets: list[tuple[np.ndarray, np.ndarray]], cands: np.ndarray,
                     own: list[np.ndarray] | None = None) -> Tensor:
-    """``(B, C, 6)``: log1p of each candidate's co-occurrence with the support's source items (bridge
-    users) and target items (target users), of its popularity, of the support's two sizes, and of
-    the two co-occurrences' sum (the item-kNN score, :meth:`CrossKNN.scores`).
+    """``(B, C, 5)``: log1p of each candidate's co-occurrence with the support's source items (bridge
+    users) and target items (target users), of its popularity, and of the support's two sizes.
     ``own[b]``: training user ``b``'s target items, whose own lines the counts then leave out
     (leave-one-out: a user must not find themselves in the memory)."""
     src = [i[d == SOURCE] for i, d in sets]
@@ -101,8 +93,7 @@ def memory_features(knn: CrossKNN, sets: list[tuple[np.ndarray, np.ndarray]], ca
         pop = np.where(mine, np.maximum(pop - 1.0, 0.0), pop)
     shape = cands.shape
     f = np.stack([np.log1p(cross), np.log1p(within), np.log1p(pop),
-                  np.broadcast_to(np.log1p(n_src), shape), np.broadcast_to(np.log1p(n_tgt), shape),
-                  np.log1p(cross + within)], -1)
+                  np.broadcast_to(np.log1p(n_src), shape), np.broadcast_to(np.log1p(n_tgt), shape)], -1)
     return torch.from_numpy(f.astype(np.float32))
 
 
@@ -153,8 +144,6 @@ def train_encoder(pair: Pair, src: dict[int, np.ndarray], tgt: dict[int, np.ndar
     knn = (memory or CrossKNN(pair)) if cfg.memory else None
     model.knn = knn
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    if stop is not None:
-        stop.check(model, 0)  # the start is a candidate too (the memory alone: the kNN's ranking)
     step = 0
     for step in range(1, steps + 1):
         model.train()
