@@ -39,7 +39,7 @@ def test_evaluation_writes_the_configuration_chosen_on_validation(evaluated: tup
     metas = {k: v for k, v in val.items() if k != "fine-tuned"}
     assert cfg["method"] == min(metas, key=lambda k: metas[k])  # by validation, not by a test figure
     assert cfg["params"] == metrics["chosen"]["meta"][cfg["algorithm"]]
-    assert cfg["net"] == metrics["net"] and cfg["net"]["buffer"] == 64  # the serving budget it ran with
+    assert cfg["net"] == metrics["net"] and cfg["net"]["buffer"] == 100  # the serving budget it ran with
     steps = int(cfg["params"]["inner_steps"]) * int(cfg["params"]["adapt_mult"])
     assert steps <= cfg["net"]["max_steps"]
     assert cfg["plan"]["epochs"] > 0 and cfg["plan"]["meta_steps"] == metrics["plan"]["meta_steps"]

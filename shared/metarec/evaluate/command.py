@@ -156,9 +156,9 @@ def evaluate(
     held_out: Annotated[float, typer.Option(
         help="cross-domain on a table: share of the shared users held out as cold-start users.")] = 0.2,
     buffer: Annotated[int, typer.Option(
-        help="melu: a user's events any method sees at most (the worker's buffer).")] = 64,
+        help="melu: a user's events any method sees at most (the worker's buffer).")] = 100,
     max_adapt_steps: Annotated[int, typer.Option(
-        help="melu: a meta-learner's test-time adaptation steps at most (the serving cost).")] = 5,
+        help="melu: a meta-learner's test-time adaptation steps at most (the serving cost).")] = 20,
 ) -> None:
     """Compare meta-learned adaptation with the baselines on one protocol; write a report."""
     from rich.console import Console

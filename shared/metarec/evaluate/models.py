@@ -33,11 +33,12 @@ class Net:
 
     dim: int = 16  # embedding width
     hidden: tuple[int, int] = (64, 32)  # decision layers
-    # what serving may spend on one adaptation, today's served cost by default (``metarec train``:
-    # 5 steps on a 64-event buffer): a user's last ``buffer`` events are all any method sees, and a
-    # meta-learner's test-time steps (inner steps x the chosen multiple) are at most ``max_steps``
-    buffer: int = 64  # support events per user at most
-    max_steps: int = 5  # test-time adaptation steps at most
+    # what serving may spend on one adaptation: at most ``buffer`` of a user's events are all any
+    # method sees, and a meta-learner's test-time steps (inner steps x the chosen multiple) are at most
+    # ``max_steps``. The defaults cap nothing the search can choose (5 inner steps x 4 = 20); today's
+    # served cost is ``--buffer 64 --max-adapt-steps 5`` (measured on ML-100K: docs/evaluation.md)
+    buffer: int = 100  # support events per user at most
+    max_steps: int = 20  # test-time adaptation steps at most
 
 
 def make_model(r: Ratings, n_users: int, mode: str, adapt_layers: str, inner_steps: int, inner_lr: float,
