@@ -53,14 +53,16 @@ def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Ma
     x = model.first_input(u, it, c)  # (B, S, 3D): the first layer's input, for its weight gradient
     mask, y = support.mask, support.y
     denom = mask.sum(1, keepdim=True).clamp(min=1.0)  # (B, 1)
+    # the bias terms are global here: their part of the logit is the same every step
+    bias = model.with_bias(torch.zeros(b, s), users, support.items) if cfg.bias else None
 
     # Current weights: a user axis (an own copy) for the adapted ones, shared (O, K) tensors for the rest.
     shared = {n: p.detach() for n, p in model.mlp_weights().items()}
     cur = {**shared, **{n: shared[n].unsqueeze(0).repeat(b, *([1] * shared[n].dim())) for n in names}}
     lowest = min((int(n.split(".")[1]) for n in names if n.startswith("layers.")), default=n_layers)
     for _ in range(steps):
-        hs, z = model.mlp(cur, u, it, c)  # ReLU outputs [(B, S, H_i)], (B, S)
-        logit = model.with_bias(z, users, support.items)  # (B, S)
+        hs, z = model.mlp(cur, u, it, c, x)  # ReLU outputs [(B, S, H_i)], (B, S)
+        logit = z if bias is None else z.add_(bias)  # (B, S): z is fresh, as with_bias(z, ...)
         if cfg.mode == "rating":
             lo, hi = cfg.rating_range
             sig = torch.sigmoid(logit)  # d predict / d logit = (hi - lo) σ (1 - σ)
@@ -85,7 +87,7 @@ def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Ma
                 dh = dz @ cur[wn]
         for n in names:
             if isinstance(lr, Mapping):
-                cur[n] = cur[n] - lr[n] * grads[n]  # Meta-SGD: a learned rate per weight
+                cur[n].addcmul_(lr[n], grads[n], value=-1.0)  # Meta-SGD: a learned rate per weight
             else:
                 cur[n].sub_(grads[n], alpha=float(lr))
     return {n: cur[n] for n in names}

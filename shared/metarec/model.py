@@ -140,7 +140,8 @@ class RecModel(nn.Module):
         names = [*(f"layers.{i}" for i in range(len(self.layers))), "out"]
         return {f"{n}.{k}": getattr(layer, k) for n, layer in zip(names, layers) for k in ("weight", "bias")}
 
-    def mlp(self, w: Mapping[str, Tensor], u: Tensor, it: Tensor, c: Tensor) -> tuple[list[Tensor], Tensor]:
+    def mlp(self, w: Mapping[str, Tensor], u: Tensor, it: Tensor, c: Tensor,
+            x: Tensor | None = None) -> tuple[list[Tensor], Tensor]:
         """The decision layers and the output layer on embedded inputs: the model's maths, once.
 
         ``w[name]`` has the parameter's shape, or a leading user axis ``(B, *shape)`` for
@@ -148,12 +149,14 @@ class RecModel(nn.Module):
         ``(N, D)`` each for rows of their own (:meth:`forward`); ``u, c (B, 1, D)`` with
         ``it (N, D)`` or ``(B, C, D)`` to score items per user. Returns the ReLU outputs
         ``[h_1 (..., R, H_1), ...]`` and the output layer's value ``(..., R)`` (no bias terms).
+        ``x``: :meth:`first_input` of equal-shaped ``u, it, c`` when the caller already built it
+        (adaptation reuses it every step).
         """
         d = self.cfg.dim
         names = [*(f"layers.{i}" for i in range(len(self.layers))), "out"]
         w0, b0 = w[f"{names[0]}.weight"], w[f"{names[0]}.bias"]
-        if u.shape == it.shape == c.shape:  # one user and context per row: one matmul on [u | i | c]
-            z = _linear(self.first_input(u, it, c), w0, b0)
+        if x is not None or u.shape == it.shape == c.shape:  # one user and context per row: one matmul on [u | i | c]
+            z = _linear(self.first_input(u, it, c) if x is None else x, w0, b0)
         else:  # rows share their user's u and c, whose part is computed once per user
             z = _linear(it, w0[..., d:2 * d]) + (_linear(u, w0[..., :d]) + _linear(c, w0[..., 2 * d:], b0))
         hs: list[Tensor] = []
