@@ -20,18 +20,20 @@ from metarec import artifact
 from metarec import state as st
 from metarec.export import UserTemplate
 from metarec.recommend import Recommendation, Recommender, Timings
-from metarec.score import OnnxScorer
+from metarec.score import OnnxCandidateScorer, OnnxScorer
 from metarec.settings import WorkerSettings
 from metarec.state import Buffered, UserState
 from services.adapter.compute import BatchOut
 
 
 def load_recommender(settings: WorkerSettings, bundle: artifact.Bundle | None = None) -> Recommender:
-    """The model directory → a warmed-up recommender."""
+    """The model directory → a warmed-up recommender. A catalog of several domains also gets a
+    candidate scorer (traced from the loaded model), so each domain's rows score only its items."""
     torch.set_num_threads(settings.torch_threads)
     bundle = bundle or artifact.load(settings.model_dir)
+    candidates = OnnxCandidateScorer(bundle.model) if len(bundle.vocab.domains()) > 1 else None
     rec = Recommender(bundle, OnnxScorer(bundle.onnx_path), top_k=settings.top_k, inner_steps=settings.inner_steps,
-                      inner_lr=settings.inner_lr, domains=settings.served_domains())
+                      inner_lr=settings.inner_lr, domains=settings.served_domains(), candidates=candidates)
     rec.warm_up()
     return rec
 

@@ -4,7 +4,8 @@
 changed, it adapts them all in one vectorized call, scores the catalog through onnxruntime
 with their adapted weights, and returns one :class:`Recommendation` per user and served domain
 (a user's adaptation learns from their events in every domain; each domain's top-K is ranked in
-that domain's context, among that domain's items). Before it
+that domain's context, among that domain's items; given a candidate scorer, a domain's rows score
+only its own items, so serving D domains costs one catalog, not D). Before it
 learns from a user's new labelled events it predicts them with the un-adapted initialization
 and with the user's previously adapted weights (a bounded cache), for live quality.
 """
@@ -24,7 +25,7 @@ from metarec.artifact import Bundle
 from metarec.fastadapt import adapt_explicit
 from metarec.features import Encoded, current_context, event_context_ids, support_from_buffers, target
 from metarec.recommendation import Recommendation
-from metarec.score import Scorer, top_k
+from metarec.score import CandidateScorer, Scorer, top_k, top_k_items
 from metarec.state import Buffered, UserState
 
 __all__ = ["LiveSample", "Recommendation", "Recommender", "Timings"]
@@ -49,7 +50,8 @@ class Recommender:
     """Adapts and ranks for batches of users with one model bundle and one scorer."""
 
     def __init__(self, bundle: Bundle, scorer: Scorer, top_k: int = 10, inner_steps: int | None = None,
-                 inner_lr: float | None = None, cache_users: int = 2048, domains: Sequence[str] = ()) -> None:
+                 inner_lr: float | None = None, cache_users: int = 2048, domains: Sequence[str] = (),
+                 candidates: CandidateScorer | None = None) -> None:
         self.bundle = bundle
         known = bundle.vocab.domains()
         unknown = [d for d in domains if d not in known]
@@ -59,6 +61,9 @@ class Recommender:
         self.domains = list(dict.fromkeys(domains)) or known  # served: the catalog's, unless configured
         # each served domain's columns (None: the whole catalog, no mask to apply)
         self._columns = {d: (None if (m := bundle.vocab.in_domain(d)).all() else m) for d in self.domains}
+        # with a candidate scorer, rows of a domain with a mask score only its items (indices from 1)
+        self._items = {d: np.flatnonzero(m) + 1 for d, m in self._columns.items() if m is not None}
+        self.candidates = candidates if self._items else None
         self.model = bundle.model
         self.cfg = bundle.model.cfg
         self.scorer = scorer
@@ -142,15 +147,19 @@ class Recommender:
         # rows user-major: user b in domain d is row b * nd + d (its adapted weights repeated)
         users = np.repeat(np.array([vocab.user(s.user_id) for s in states], np.int64), nd)
         ctx = np.array([current_context(s.buffer, cfg, d) for s in states for d in doms], np.int64)
-        scores = self.scorer.score(users, ctx, {k: np.repeat(v, nd, axis=0) for k, v in fast.items()} if nd > 1
-                                   else fast)
-        masks = [(j, m) for j, d in enumerate(doms) if (m := self._columns[d]) is not None]
-        if masks and not scores.flags.writeable:
-            scores = scores.copy()
-        for j, m in masks:
-            scores[j::nd, ~m] = -np.inf  # another domain's items: never recommended here
+        fast_rows = {k: np.repeat(v, nd, axis=0) for k, v in fast.items()} if nd > 1 else fast
         excl = [{i - 1 for c in s.consumed if (i := vocab.item(c)) > 0} for s in states]
-        cols, vals = top_k(scores, self.k, [e for e in excl for _ in doms])
+        excl_rows = [e for e in excl for _ in doms]
+        if self.candidates is not None and all(d in self._items for d in doms):
+            cols, vals = self._rank_in_domains(users, ctx, fast_rows, [d for _ in states for d in doms], excl_rows)
+        else:
+            scores = self.scorer.score(users, ctx, fast_rows)
+            masks = [(j, m) for j, d in enumerate(doms) if (m := self._columns[d]) is not None]
+            if masks and not scores.flags.writeable:
+                scores = scores.copy()
+            for j, m in masks:
+                scores[j::nd, ~m] = -np.inf  # another domain's items: never recommended here
+            cols, vals = top_k(scores, self.k, excl_rows)
         t2 = time.perf_counter()
         if timings is not None:
             timings.adapt_s, timings.score_s = t1 - t0, t2 - t1
@@ -169,6 +178,21 @@ class Recommender:
             )
             for r, (s, d) in enumerate(rows)
         ]
+
+    def _rank_in_domains(self, users: np.ndarray, ctx: np.ndarray, fast: dict[str, np.ndarray],
+                         doms: Sequence[str], exclude: Sequence[set[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Top-K of each row among its domain's items only (``doms[r]``), consumed ones skipped:
+        columns as :func:`top_k` gives them (item index - 1)."""
+        assert self.candidates is not None
+        width = max(len(self._items[d]) for d in doms)
+        items = np.ones((len(doms), width), np.int64)  # padding: any real item, never valid
+        valid = np.zeros((len(doms), width), bool)
+        for r, d in enumerate(doms):
+            own = self._items[d]
+            items[r, :len(own)], valid[r, :len(own)] = own, True
+            if exclude[r]:
+                valid[r, :len(own)] &= ~np.isin(own - 1, np.fromiter(exclude[r], np.int64))
+        return top_k_items(self.candidates.score(users, ctx, fast, items), items, valid, self.k)
 
     def _unflatten(self, flat: torch.Tensor) -> Fast:
         """``(R, P)`` flat adapted weights → ``{name: (R, *shape)}`` (views)."""

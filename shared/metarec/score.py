@@ -34,6 +34,12 @@ class Scorer(Protocol):
         ...
 
 
+class CandidateScorer(Protocol):
+    def score(self, users: np.ndarray, ctx: np.ndarray, fast: FastNp, items: np.ndarray) -> np.ndarray:
+        """As :meth:`Scorer.score`, each row scoring its own ``items (B, C)`` int64 → ``(B, C)`` float32."""
+        ...
+
+
 #: what one onnxruntime call's widest hidden activation (users × items × width float32) may take:
 #: about two cores' L2 caches. With MovieLens-100K's 1,682 items, 64 users in one call scored at
 #: 0.61 ms per user and calls of 8–16 users at 0.43 (the (B, N, 64) activation spilled to L3).

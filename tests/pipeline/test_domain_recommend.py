@@ -11,7 +11,7 @@ from metarec import artifact
 from metarec import state as st
 from metarec.events import new_event
 from metarec.recommend import Recommender
-from metarec.score import OnnxScorer
+from metarec.score import OnnxCandidateScorer, OnnxScorer
 from tests.conftest import DOMAINS
 
 
@@ -76,3 +76,24 @@ def test_a_worker_serves_the_domains_it_is_configured_for(domain_model_dir: Path
     assert plain.domains == [""]
     got = plain.recommend([st.step(None, [new_event("u", "i1", "click", 1.0, 1.0)])[0]], now=0.0)
     assert [r.domain for r in got] == [""] and len(got[0].items) == 5
+
+
+def test_scoring_only_each_domains_items_ranks_as_the_masked_catalog(domain_model_dir: Path) -> None:
+    """The candidate path (a domain's rows score its own items) gives the masked full catalog's
+    top-K: same items, same scores, consumed items still excluded, for one domain and for both."""
+    masked = recommender(domain_model_dir, top_k=8)
+    cands = recommender(domain_model_dir, top_k=8, candidates=OnnxCandidateScorer(masked.bundle.model))
+    assert masked.candidates is None and cands.candidates is not None
+    states = [books_user(user="a"), books_user(3, user="b"), books_user(1, user="c")]
+    for doms in (None, ["music"], ["books"]):
+        want, got = masked.recommend(states, now=0.0, domains=doms), cands.recommend(states, now=0.0, domains=doms)
+        assert [(r.user_id, r.domain) for r in got] == [(r.user_id, r.domain) for r in want]
+        for w, g in zip(want, got):
+            assert g.items == w.items and len(g.items) == 8
+            np.testing.assert_allclose(g.scores, w.scores, atol=1e-5)
+
+
+def test_a_catalog_without_domains_keeps_the_full_catalog_scorer(model_dir: Path) -> None:
+    bundle = artifact.load(model_dir)
+    rec = recommender(model_dir, candidates=OnnxCandidateScorer(bundle.model))
+    assert rec.candidates is None, "nothing to cut: the whole catalog is the one domain"
