@@ -32,22 +32,23 @@ class Latest:
     def __init__(self, size: int) -> None:
         self.size = size
         self._recs: OrderedDict[tuple[str, str], Recommendation] = OrderedDict()
+        self._last: dict[str, str] = {}  # user → the domain recommended last (its entry is the user's newest)
 
     def get(self, user_id: str, domain: str | None = None) -> Recommendation | None:
         """The newest for ``user_id`` in ``domain`` (None: in whichever domain was recommended last)."""
-        if domain is not None:
-            return self._recs.get((user_id, domain))
-        for (user, _), rec in reversed(self._recs.items()):  # rare (a GET without ?domain=): a scan
-            if user == user_id:
-                return rec
-        return None
+        if domain is None:
+            domain = self._last.get(user_id)
+        return None if domain is None else self._recs.get((user_id, domain))
 
     def remember(self, rec: Recommendation) -> None:
         key = (rec.user_id, rec.domain)
         self._recs[key] = rec
         self._recs.move_to_end(key)
+        self._last[rec.user_id] = rec.domain
         while len(self._recs) > self.size:
-            self._recs.popitem(last=False)
+            (user, dom), _ = self._recs.popitem(last=False)
+            if self._last.get(user) == dom:  # the user's newest goes: their older ones went before it
+                del self._last[user]
 
 
 def add_routes(adapter: Adapter) -> None:

@@ -80,3 +80,28 @@ def test_the_catalog_knows_each_items_domain() -> None:
     assert "item_domains" not in plain.to_json(), "a catalog without domains is written as before"
     with pytest.raises(ValueError, match="item domains"):
         Vocab(items=["a", "b"], item_domains=["books"])
+
+
+def test_latest_keeps_each_users_newest_per_domain_and_overall() -> None:
+    """The worker's GET view: per (user, domain), and without a domain the user's newest, as an LRU."""
+    from metarec.recommendation import Recommendation
+    from services.adapter.views import Latest
+
+    def rec(user: str, domain: str, at: float) -> Recommendation:
+        return Recommendation(user_id=user, domain=domain, items=["i"], scores=[1.0], model_version="v",
+                              events_seen=1, last_event_ts=at, emitted_at=at)
+
+    latest = Latest(size=3)
+    latest.remember(rec("a", "books", 1.0))
+    latest.remember(rec("a", "music", 2.0))
+    latest.remember(rec("b", "books", 3.0))
+    assert latest.get("a", "books").emitted_at == 1.0  # type: ignore[union-attr]
+    assert latest.get("a").domain == "music" and latest.get("b").domain == "books"  # type: ignore[union-attr]
+    latest.remember(rec("a", "books", 4.0))  # a's newest is books again
+    assert latest.get("a").emitted_at == 4.0  # type: ignore[union-attr]
+    latest.remember(rec("c", "books", 5.0))  # evicts the oldest entry: (a, music)
+    assert latest.get("a", "music") is None and latest.get("a").domain == "books"  # type: ignore[union-attr]
+    latest.remember(rec("d", "books", 6.0))  # evicts (b, books): b has nothing left
+    latest.remember(rec("e", "books", 7.0))  # evicts (a, books)
+    assert latest.get("b") is None and latest.get("a") is None and latest.get("x") is None
+    assert latest.get("e").emitted_at == 7.0  # type: ignore[union-attr]
