@@ -121,8 +121,11 @@ def test_bad_tables_are_one_readable_error(tmp_path: Path) -> None:
         load(write(df.drop(columns=["label"]), tmp_path / "nolabel.csv"))
     with pytest.raises(DataError, match="missing column.*item_id"):
         load(write(df.drop(columns=["item_id"]), tmp_path / "noitem.parquet"))
-    with pytest.raises(DataError, match=r"explicit ratings \(MAE/RMSE\) are not supported.*0/1 label"):
-        load(write(df.rename(columns={"label": "rating"}), tmp_path / "rated.csv"))
+    with pytest.raises(DataError, match="both a label and a rating column"):
+        load(write(df.assign(rating=3), tmp_path / "both.csv"))
+    rated = df.rename(columns={"label": "rating"})
+    with pytest.raises(DataError, match="rating must be a finite number, got 'good'"):
+        load(write(rated.assign(rating=["good"] + [1] * (len(df) - 1)), tmp_path / "good.csv"))
     with pytest.raises(DataError, match="target domain 'films' is not in column domain"):
         load_table_pair(csv, "books", "films", 0.5, 0)
     with pytest.raises(DataError, match="source domain 'games' is not in column domain"):
@@ -142,3 +145,39 @@ def test_bad_tables_are_one_readable_error(tmp_path: Path) -> None:
         load(tmp_path / "t.json")
     with pytest.raises(DataError, match="no user has an interaction.*in both"):
         load(write(df[~df["user_id"].isin(list("abcdefgh"))], tmp_path / "apart.csv"))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_rated_table_carries_each_lines_rating(tmp_path: Path, suffix: str) -> None:
+    """Explicit feedback: every line is an interaction; each train, valid and test line keeps its own
+    rating (the last of duplicates), and the split is the implicit table's split."""
+    df = small_table()
+    df = df[df["label"] == 1].drop(columns="label")
+    rng = np.random.default_rng(0)
+    df = df.assign(rating=rng.integers(1, 6, len(df)).astype(float))
+    df = pd.concat([df, pd.DataFrame([("a", "m0", "music", 2.5)], columns=df.columns)])  # a's last m0: 2.5
+    p = load(write(df, tmp_path / f"r{suffix}"))
+    implicit = load(write(small_table(), tmp_path / f"i{suffix}"))
+    assert p.rated and not implicit.rated
+    def rows(a: np.ndarray) -> list[list[int]]:
+        return sorted(a.tolist())
+    assert rows(p.train) == rows(implicit.train)  # the same lines (duplicates: the last kept, not the first)
+    np.testing.assert_array_equal(p.valid, implicit.valid)
+    np.testing.assert_array_equal(p.test, implicit.test)
+    assert p.train_y is not None and p.valid_y is not None and p.test_y is not None
+    assert (len(p.train_y), len(p.valid_y), len(p.test_y)) == (len(p.train), len(p.valid), len(p.test))
+    users = {u: k for k, u in enumerate(sorted("abcdefgh"), 1)}  # shared users first, sorted
+    back = {(users.get(u), d, i): r for u, i, d, r in df.itertuples(index=False)}
+    s_names = sorted({i for i, d in zip(df["item_id"], df["domain"]) if d == "books"})
+    t_names = sorted({i for i, d in zip(df["item_id"], df["domain"]) if d == "music"})
+    name = {**{k + 1: n for k, n in enumerate(s_names)}, **{len(s_names) + 1 + k: n for k, n in enumerate(t_names)}}
+    for lines, ys in ((p.valid, p.valid_y), (p.test, p.test_y)):
+        for (u, i), y in zip(lines.tolist(), ys.tolist()):
+            assert back[(u, "music", name[i])] == y
+    for (u, i, d), y in zip(p.train.tolist(), p.train_y.tolist()):
+        if u in users.values():
+            assert back[(u, "books" if d == SOURCE else "music", name[i])] == y
+    cold_m0 = [y for (u, i), y in zip(np.concatenate([p.valid, p.test]).tolist(),
+                                      np.concatenate([p.valid_y, p.test_y]).tolist()) if u == 1 and name[i] == "m0"]
+    train_m0 = [y for (u, i, d), y in zip(p.train.tolist(), p.train_y.tolist()) if u == 1 and name[i] == "m0"]
+    assert (cold_m0 + train_m0) == [2.5]

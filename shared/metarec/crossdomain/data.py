@@ -40,6 +40,14 @@ class Pair:
     valid: np.ndarray  # (V, 2) [user, item]: cold-start users' target lines for validation
     test: np.ndarray  # (T, 2) [user, item]: the same users' target lines for test
     notes: tuple[str, ...] = ()
+    # explicit ratings (a table with a rating column): one value per line of train, valid and test
+    train_y: np.ndarray | None = None
+    valid_y: np.ndarray | None = None
+    test_y: np.ndarray | None = None
+
+    @property
+    def rated(self) -> bool:
+        return self.train_y is not None
 
     @property
     def name(self) -> str:

@@ -39,3 +39,27 @@ def write(out: Path, data: str, result: dict[str, Any], notes: list[str]) -> Non
     lines += ["## Chosen on validation, and training lengths", "", "```json",
               json.dumps(_clean(result["chosen"]), indent=2), "```", "", f"![{png}]({png})", ""]
     (out / "report.md").write_text("\n".join(lines))
+
+
+def write_explicit(out: Path, data: str, result: dict[str, Any], notes: list[str]) -> None:
+    """The explicit-ratings report (:mod:`.explicit`): MAE and RMSE per k, verdicts on MAE."""
+    from metarec.evaluate.plots import by_size
+
+    rows, name = result["rows"], result["pair"]
+    extra = {k: result[k] for k in ("seeds", "chosen", "margins", "seconds")}
+    write_metrics(out, "cross-domain-ratings", name, result["seeds"][0], rows, {**extra, "data": data, "notes": notes})
+    png = by_size(out, curve(rows, "mae"), "mae_by_k.png", "target-domain ratings given (k)",
+                  "MAE (cold-start users)")
+    lines = [f"# metarec evaluate — cross-domain cold start on ratings, {name}", "",
+             f"Seeds: {', '.join(map(str, result['seeds']))} (± is the standard deviation across seeds). "
+             f"Wall time: {result['seconds']['total']:.0f} s.", "",
+             "Each held-out target-domain rating of a cold-start user is predicted after the user's source "
+             "ratings and k target ratings (from their valid lines); MAE and RMSE average over ratings.", "",
+             "## Verdicts (MAE)", ""]
+    lines += [verdict(m, f"k = {m['split']}") for m in result["margins"] if m is not None]
+    lines += [""] + [f"- {n}" for n in notes] + [""]
+    for k in K_SIZES:
+        lines += [f"## k = {k}", ""] + table(rows, str(k), ("mae", "rmse")) + [""]
+    lines += ["## Chosen on validation, and training lengths", "", "```json",
+              json.dumps(_clean(result["chosen"]), indent=2), "```", "", f"![{png}]({png})", ""]
+    (out / "report.md").write_text("\n".join(lines))

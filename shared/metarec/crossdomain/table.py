@@ -3,6 +3,9 @@
 The table (``.csv`` or ``.parquet``) has columns ``user_id, item_id, domain, label``: one line per
 user and item, ``label`` 1 for an interaction and 0 for none (0 lines are ignored), ``domain`` the
 name of the domain the item belongs to (lines of domains other than the two named are ignored).
+Explicit feedback: a ``rating`` column (any finite numbers) instead of ``label``; every line is an
+interaction with its rating (the last of duplicates), and the pair carries the ratings
+(:mod:`.explicit` evaluates it by MAE and RMSE).
 Unlike the Amazon folders, a ``user_id`` names the same person in every domain; an ``item_id``
 names a different item in each domain. The table holds no split: a seeded fraction of the *shared
 users* (an interaction in both domains) become the target's cold-start users, their target lines
@@ -23,6 +26,7 @@ from metarec.crossdomain.data import SOURCE, TARGET, Pair
 from metarec.errors import DataError
 
 COLUMNS = ("user_id", "item_id", "domain", "label")
+RATED = ("user_id", "item_id", "domain", "rating")
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -39,9 +43,10 @@ def _read(path: Path) -> pd.DataFrame:
     except (ValueError, OSError, ImportError) as e:
         first = str(e).splitlines()[0] if str(e) else repr(e)
         raise DataError(f"{path}: cannot be read as a table ({first})") from None
-    if "rating" in df.columns and "label" not in df.columns:
-        raise DataError(f"{path}: explicit ratings (MAE/RMSE) are not supported by the cross-domain protocol yet; "
-                        "give a 0/1 label column")
+    if "rating" in df.columns and "label" in df.columns:
+        raise DataError(f"{path}: both a label and a rating column; give label (implicit, 0/1) or rating (explicit)")
+    if "rating" in df.columns:
+        return _rated(path, df)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(COLUMNS)})")
@@ -51,8 +56,25 @@ def _read(path: Path) -> pd.DataFrame:
     if len(bad):
         raise DataError(f"{path}: column label must be 0 or 1, got '{out['label'].iloc[bad[0]]}' "
                         f"(data row {bad[0] + 1})")
-    out = out.assign(label=label.astype(np.int64))
-    return out.assign(**{c: out[c].fillna("").astype(str).str.strip() for c in ("user_id", "item_id", "domain")})
+    return _ids(out.assign(label=label.astype(np.int64)))
+
+
+def _ids(df: pd.DataFrame) -> pd.DataFrame:
+    return df.assign(**{c: df[c].fillna("").astype(str).str.strip() for c in ("user_id", "item_id", "domain")})
+
+
+def _rated(path: Path, df: pd.DataFrame) -> pd.DataFrame:
+    """An explicit table: ``label`` 1 on every line, the rating in ``value`` (finite numbers only)."""
+    missing = [c for c in RATED if c not in df.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(RATED)})")
+    out = df[list(RATED)].reset_index(drop=True)
+    value = pd.to_numeric(out["rating"], errors="coerce")
+    bad = np.flatnonzero(~np.isfinite(value.to_numpy(np.float64)))
+    if len(bad):
+        raise DataError(f"{path}: column rating must be a finite number, got '{out['rating'].iloc[bad[0]]}' "
+                        f"(data row {bad[0] + 1})")
+    return _ids(out.drop(columns="rating").assign(label=1, value=value.astype(np.float64)))
 
 
 def _index(ids: list[str], start: int) -> dict[str, int]:
@@ -79,7 +101,7 @@ def load_table_pair(path: Path, source: str, target: str, held_out: float, seed:
         empty = df.index[df[c] == ""]
         if len(empty):
             raise DataError(f"{path}: column {c} is empty (data row {empty[0] + 1})")
-    df = df.drop_duplicates(["user_id", "item_id", "domain"])
+    df = df.drop_duplicates(["user_id", "item_id", "domain"], keep="last" if "value" in df.columns else "first")
     src, tgt = df[df["domain"] == source], df[df["domain"] == target]
 
     su, tu = set(src["user_id"].tolist()), set(tgt["user_id"].tolist())
@@ -98,6 +120,8 @@ def load_table_pair(path: Path, source: str, target: str, held_out: float, seed:
                          part["item_id"].map(items).to_numpy(np.int64)], 1).reshape(-1, 2)
 
     s_lines, t_lines = lines(src, s_items), lines(tgt, t_items)
+    rated = "value" in df.columns
+    t_y = tgt["value"].to_numpy(np.float64) if rated else np.zeros(len(t_lines))
     rng = np.random.default_rng(seed)
     n_shared = len(shared)
     n_cold = max(1, int(round(held_out * n_shared)))
@@ -107,13 +131,17 @@ def load_table_pair(path: Path, source: str, target: str, held_out: float, seed:
     cold = np.sort(rng.choice(np.arange(1, n_shared + 1), n_cold, replace=False))
     is_cold = np.isin(t_lines[:, 0], cold)
     valid, test = [], []
-    held = t_lines[is_cold]
-    held = held[np.lexsort((held[:, 1], held[:, 0]))]  # a fixed order before the seeded shuffle
+    held, held_y = t_lines[is_cold], t_y[is_cold]
+    order = np.lexsort((held[:, 1], held[:, 0]))  # a fixed order before the seeded shuffle
+    held, held_y = held[order], held_y[order]
+    vy, ty = [], []
     for u in cold.tolist():
-        mine = rng.permutation(held[held[:, 0] == u])
-        cut = len(mine) // 2
-        valid.append(mine[:cut])
-        test.append(mine[cut:])
+        rows = np.flatnonzero(held[:, 0] == u)[rng.permutation(int((held[:, 0] == u).sum()))]
+        cut = len(rows) // 2
+        valid.append(held[rows[:cut]])
+        test.append(held[rows[cut:]])
+        vy.append(held_y[rows[:cut]])
+        ty.append(held_y[rows[cut:]])
 
     def dom(a: np.ndarray, d: int) -> np.ndarray:
         return np.concatenate([a, np.full((len(a), 1), d, np.int64)], 1)
@@ -127,4 +155,6 @@ def load_table_pair(path: Path, source: str, target: str, held_out: float, seed:
                 test=np.concatenate(test).astype(np.int64).reshape(-1, 2),
                 notes=(f"shared users: {n_shared} (an interaction in both {source} and {target})",
                        f"held out: {n_cold} shared users ({held_out:g}, seed {seed}) as cold-start users of {target}",
-                       f"{target} (target) from {source} (source) in {path}"))
+                       f"{target} (target) from {source} (source) in {path}"),
+                **({"train_y": np.concatenate([src["value"].to_numpy(np.float64), t_y[~is_cold]]),
+                    "valid_y": np.concatenate(vy), "test_y": np.concatenate(ty)} if rated else {}))

@@ -129,12 +129,18 @@ def _cross_domain(data: Path, fmt: str, cross: CrossOptions, out: Path, seed: in
         assert cross.source and cross.target
         pair = load_table_pair(data, cross.source, cross.target, cross.held_out, seed)
     out.mkdir(parents=True, exist_ok=True)
-    result = protocol.run(pair, list(range(seed, seed + repeats)), protocol.Budget(), on_progress or (lambda m: None))
+    seeds, tick = list(range(seed, seed + repeats)), on_progress or (lambda m: None)
+    if pair.rated:  # a table with ratings: MAE and RMSE (metarec.crossdomain.explicit)
+        from metarec.crossdomain import explicit
+
+        result = explicit.run(pair, seeds, tick)
+    else:
+        result = protocol.run(pair, seeds, protocol.Budget(), tick)
     result["pair"] = pair.name
     notes = [f"data: {data} ({pair.name}): {len(pair.train)} training lines of both domains, "
              f"{len(pair.cold_users())} cold-start users, {len(pair.valid)} valid and {len(pair.test)} test lines",
              *result["notes"], "--budget-minutes does not apply: early stopping on validation sets each length"]
-    report.write(out, str(data), result, notes)
+    (report.write_explicit if pair.rated else report.write)(out, str(data), result, notes)
     return result
 
 
