@@ -19,7 +19,6 @@ mode, user and item biases, the domain as a context feature) or a count:
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from metarec.adapt import Support, adapt, predict_rows
 from metarec.crossdomain.data import SOURCE, TARGET, Pair
 from metarec.crossdomain.methods import BUCKETS, DIM, HIDDEN, domain_ctx
-from metarec.crossdomain.protocol import K_SIZES, Tick, by_user
+from metarec.crossdomain.protocol import K_SIZES, Tick, by_user, over_seeds
 from metarec.evaluate.rows import Result
 from metarec.meta import outer_step
 from metarec.model import ModelConfig, RecModel, loss_fn
@@ -263,16 +262,4 @@ def _means(items: np.ndarray, y: np.ndarray, n: int) -> tuple[np.ndarray, np.nda
 
 
 def run(pair: Pair, seeds: list[int], tick: Tick, steps: int | None = None) -> dict[str, Any]:
-    from metarec.evaluate.report import margin
-    from metarec.evaluate.rows import aggregate
-
-    t0 = time.monotonic()
-    per_seed, chosen = [], []
-    for s in seeds:
-        r, c = Explicit(pair, s, tick, steps=steps).run()
-        per_seed.append(r)
-        chosen.append(c)
-    rows = aggregate(per_seed)
-    return {"rows": rows, "seeds": seeds, "chosen": chosen,
-            "margins": [margin(rows, str(k), "mae") for k in K_SIZES],
-            "seconds": {"total": time.monotonic() - t0}, "notes": list(pair.notes)}
+    return over_seeds(pair, seeds, lambda s: Explicit(pair, s, tick, steps=steps).run(), "mae")

@@ -208,17 +208,23 @@ class CrossDomain:
         return res, chosen
 
 
-def run(pair: Pair, seeds: list[int], budget: Budget, tick: Tick) -> dict[str, Any]:
+def over_seeds(pair: Pair, seeds: list[int], one: Callable[[int], tuple[Result, dict[str, Any]]],
+               metric: str) -> dict[str, Any]:
+    """``one(seed)`` for every seed, aggregated: rows, what each seed chose, a verdict per k on ``metric``."""
     from metarec.evaluate.report import margin
     from metarec.evaluate.rows import aggregate
 
     t0 = time.monotonic()
     per_seed, chosen = [], []
     for s in seeds:
-        r, c = CrossDomain(pair, s, budget, tick).run()
+        r, c = one(s)
         per_seed.append(r)
         chosen.append(c)
     rows = aggregate(per_seed)
     return {"rows": rows, "seeds": seeds, "chosen": chosen,
-            "margins": [margin(rows, str(k), "ndcg@10") for k in K_SIZES],
+            "margins": [margin(rows, str(k), metric) for k in K_SIZES],
             "seconds": {"total": time.monotonic() - t0}, "notes": list(pair.notes)}
+
+
+def run(pair: Pair, seeds: list[int], budget: Budget, tick: Tick) -> dict[str, Any]:
+    return over_seeds(pair, seeds, lambda s: CrossDomain(pair, s, budget, tick).run(), "ndcg@10")

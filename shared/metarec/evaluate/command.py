@@ -140,7 +140,7 @@ def _cross_domain(data: Path, fmt: str, cross: CrossOptions, out: Path, seed: in
     notes = [f"data: {data} ({pair.name}): {len(pair.train)} training lines of both domains, "
              f"{len(pair.cold_users())} cold-start users, {len(pair.valid)} valid and {len(pair.test)} test lines",
              *result["notes"], "--budget-minutes does not apply: early stopping on validation sets each length"]
-    (report.write_explicit if pair.rated else report.write)(out, str(data), result, notes)
+    report.write(out, str(data), result, notes, rated=pair.rated)
     return result
 
 
