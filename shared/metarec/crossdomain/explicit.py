@@ -62,8 +62,8 @@ def rated_cases(pair: Pair) -> dict[tuple[str, int], Rated]:
     src_rows = pair.train[pair.train[:, 2] == SOURCE]
     src_y = pair.train_y[pair.train[:, 2] == SOURCE]
     src = {u: (src_rows[r, 1], src_y[r]) for u, r in by_user(np.c_[src_rows[:, 0], np.arange(len(src_rows))]).items()}
-    valid = {u: r for u, r in by_user(np.c_[pair.valid[:, 0], np.arange(len(pair.valid))]).items()}
-    test = {u: r for u, r in by_user(np.c_[pair.test[:, 0], np.arange(len(pair.test))]).items()}
+    valid = by_user(np.c_[pair.valid[:, 0], np.arange(len(pair.valid))])  # user → their valid line numbers
+    test = by_user(np.c_[pair.test[:, 0], np.arange(len(pair.test))])
     none = (np.zeros(0, np.int64), np.zeros(0))
     out = {}
     for k in K_SIZES:
@@ -177,8 +177,7 @@ class Explicit:
         model = make(p, self.seed, meta_sgd=True)
         model.load_state_dict(shared.state_dict(), strict=False)
         tr, ty = p.train, p.train_y
-        src = {u: r for u, r in by_user(np.c_[tr[tr[:, 2] == SOURCE, 0], np.flatnonzero(tr[:, 2] == SOURCE)]).items()}
-        tgt = {u: r for u, r in by_user(np.c_[tr[tr[:, 2] == TARGET, 0], np.flatnonzero(tr[:, 2] == TARGET)]).items()}
+        src, tgt = (by_user(np.c_[tr[tr[:, 2] == d, 0], np.flatnonzero(tr[:, 2] == d)]) for d in (SOURCE, TARGET))
         users = np.array([u for u in p.bridge_users().tolist() if len(tgt.get(u, ())) >= 2], np.int64)
         vals = [self.cases[("validation", k)] for k in K_SIZES]
         lr_map = model.inner_lr_map
