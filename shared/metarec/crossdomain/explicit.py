@@ -27,7 +27,7 @@ import torch
 
 from metarec.adapt import Support, adapt, predict_rows
 from metarec.crossdomain.data import SOURCE, TARGET, Pair
-from metarec.crossdomain.methods import BUCKETS, DIM, HIDDEN, domain_ctx
+from metarec.crossdomain.methods import BUCKETS, DIM, HIDDEN, domain_ctx, padded
 from metarec.crossdomain.protocol import K_SIZES, Tick, by_user, over_seeds
 from metarec.evaluate.rows import Result
 from metarec.meta import outer_step
@@ -101,15 +101,8 @@ def _ctx(pair: Pair, domains: np.ndarray) -> np.ndarray:
 
 
 def support(pair: Pair, users: np.ndarray, sets: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Support:
-    s = max(1, max((len(it) for it, _, _ in sets), default=1))
-    b = len(sets)
-    it, cx = np.zeros((b, s), np.int64), np.zeros((b, s, 1), np.int64)
-    y, mask = np.zeros((b, s), np.float32), np.zeros((b, s), np.float32)
-    for j, (ii, yy, dd) in enumerate(sets):
-        n = len(ii)
-        it[j, :n], cx[j, :n, 0], y[j, :n], mask[j, :n] = ii, _ctx(pair, dd), yy, 1.0
-    t = torch.from_numpy
-    return Support(t(users.astype(np.int64)), t(it), t(cx), t(y), t(mask))
+    """Per user ``(items, ratings, domains)`` → a padded :class:`Support` (domains as context ids)."""
+    return padded(users, [(it, _ctx(pair, dom), y) for it, y, dom in sets])
 
 
 def predict(model: RecModel, pair: Pair, case: Rated, steps: int = 0, lr: Any = None,
@@ -180,9 +173,8 @@ class Explicit:
         src, tgt = (by_user(np.c_[tr[tr[:, 2] == d, 0], np.flatnonzero(tr[:, 2] == d)]) for d in (SOURCE, TARGET))
         users = np.array([u for u in p.bridge_users().tolist() if len(tgt.get(u, ())) >= 2], np.int64)
         vals = [self.cases[("validation", k)] for k in K_SIZES]
-        lr_map = model.inner_lr_map
         stop = self.stopper("Meta-SGD", lambda m: float(np.mean(
-            [self.mae(predict(m, p, c, m.cfg.inner_steps, lr_map()), c) for c in vals if len(c.users)])),
+            [self.mae(predict(m, p, c, m.cfg.inner_steps, m.inner_lr_map()), c) for c in vals if len(c.users)])),
             max(25, min(self.every // 4, len(users) // 32)))
         opt = torch.optim.Adam(model.parameters(), lr=5e-4)
         step = 0

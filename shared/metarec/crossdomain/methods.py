@@ -105,7 +105,12 @@ def support_of(pair: Pair, users: np.ndarray, source_hist: dict[int, np.ndarray]
         dom = np.concatenate([np.full(len(src), SOURCE), np.full(len(tgt), TARGET)])
         _, ii, cc, yy = with_negatives(pair, np.full(len(items), u), items, dom, rng, 1)
         rows.append((ii, cc, yy))
-    s = max(1, max(len(r[0]) for r in rows))
+    return padded(users, rows)
+
+
+def padded(users: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Support:
+    """Per user ``(items, context ids, targets)`` of any length → one padded :class:`Support`."""
+    s = max(1, max((len(r[0]) for r in rows), default=1))
     b = len(rows)
     it, cx = np.zeros((b, s), np.int64), np.zeros((b, s, 1), np.int64)
     y, mask = np.zeros((b, s), np.float32), np.zeros((b, s), np.float32)

@@ -136,7 +136,8 @@ def load_table_pair(path: Path, source: str, target: str, held_out: float, seed:
     held, held_y = held[order], held_y[order]
     vy, ty = [], []
     for u in cold.tolist():
-        rows = np.flatnonzero(held[:, 0] == u)[rng.permutation(int((held[:, 0] == u).sum()))]
+        mine = np.flatnonzero(held[:, 0] == u)
+        rows = mine[rng.permutation(len(mine))]
         cut = len(rows) // 2
         valid.append(held[rows[:cut]])
         test.append(held[rows[cut:]])
