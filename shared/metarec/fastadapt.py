@@ -19,7 +19,7 @@ the ``vmap`` path for every configuration, ``tests/unit/test_fastpaths.py`` to t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch import Tensor
@@ -28,24 +28,29 @@ from metarec.adapt import Fast, Support, adapt
 from metarec.model import HUBER_DELTA, RecModel
 
 
-def fast_path_ok(model: RecModel) -> bool:
-    """True when every parameter ``cfg.adapt`` names is a weight or bias of ``layers.*`` or ``out``,
-    whatever ``cfg.bias``, ``cfg.item_attrs`` and ``cfg.meta_sgd`` are."""
-    return set(model.adapted_names()) <= model.mlp_weights().keys()
+def fast_path_ok(model: RecModel, names: Iterable[str] | None = None) -> bool:
+    """True when every adapted parameter (``names``, else those ``cfg.adapt`` names) is a weight or
+    bias of ``layers.*`` or ``out``, whatever ``cfg.bias``, ``cfg.item_attrs`` and ``cfg.meta_sgd`` are."""
+    return set(model.adapted_names() if names is None else names) <= model.mlp_weights().keys()
 
 
-def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Mapping[str, Tensor]) -> Fast:
+def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Mapping[str, Tensor],
+                   fast0: Fast | None = None, loss: str | None = None) -> Fast:
     """Every user of ``support`` adapted with explicit batched matmuls (no autograd).
 
     Same contract as :func:`metarec.adapt.adapt` under ``torch.no_grad()`` (serving): ``lr`` is
-    a scalar or, for Meta-SGD, ``{name: (*param.shape)}``; returns ``{name: (B, *param.shape)}``.
+    a scalar or, for Meta-SGD, ``{name: (*param.shape)}``; ``fast0`` the starting weights of the
+    adapted parameters (the model's own adapted ones when None; fine-tuning names other layers)
+    and ``loss`` a rating loss other than the model's; returns ``{name: (B, *param.shape)}``.
+    The layers below the lowest adapted one are the same every step: their output is computed once.
     """
-    init = model.fast_init()
+    init = model.fast_init() if fast0 is None else dict(fast0)
     names = list(init)
-    if steps == 0 or not fast_path_ok(model) or torch.is_grad_enabled():
+    if steps == 0 or not fast_path_ok(model, names) or torch.is_grad_enabled():
         with torch.no_grad():
-            return adapt(model, support, steps, lr)
+            return adapt(model, support, steps, lr, fast0=fast0, loss=loss)
     cfg = model.cfg
+    kind = loss or cfg.rating_loss
     b, s = support.items.shape
     n_layers = len(model.layers)
     users = support.users[:, None].expand(b, s)  # (B, S): one row per support event
@@ -58,19 +63,24 @@ def adapt_explicit(model: RecModel, support: Support, steps: int, lr: float | Ma
 
     # Current weights: a user axis (an own copy) for the adapted ones, shared (O, K) tensors for the rest.
     shared = {n: p.detach() for n, p in model.mlp_weights().items()}
-    cur = {**shared, **{n: shared[n].unsqueeze(0).repeat(b, *([1] * shared[n].dim())) for n in names}}
+    cur = {**shared, **{n: init[n].detach().unsqueeze(0).repeat(b, *([1] * init[n].dim())) for n in names}}
     lowest = min((int(n.split(".")[1]) for n in names if n.startswith("layers.")), default=n_layers)
+    # ins[i]: the input of layer i (ins[n_layers]: of the output layer); below `lowest`, fixed
+    fixed = [x, *model.mlp(shared, u, it, c, x)[0][:lowest]] if lowest else [x]
     for _ in range(steps):
-        hs, z = model.mlp(cur, u, it, c, x)  # ReLU outputs [(B, S, H_i)], (B, S)
+        if lowest:  # only the layers from `lowest` on change
+            hs, z = model.mlp_from(cur, fixed[lowest], lowest)
+        else:
+            hs, z = model.mlp(cur, u, it, c, x)  # ReLU outputs [(B, S, H_i)], (B, S)
+        ins = [*fixed, *hs]  # fixed is [x] when every layer adapts
         logit = z if bias is None else z.add_(bias)  # (B, S): z is fresh, as with_bias(z, ...)
         if cfg.mode == "rating":
             lo, hi = cfg.rating_range
             sig = torch.sigmoid(logit)  # d predict / d logit = (hi - lo) σ (1 - σ)
-            g = _dloss(model.predict(logit) - y, cfg.rating_loss) * (hi - lo) * sig * (1.0 - sig)
+            g = _dloss(model.predict(logit) - y, kind) * (hi - lo) * sig * (1.0 - sig)
         else:
             g = torch.sigmoid(logit) - y  # BCE with logits
         g = g * mask / denom  # dL/dlogit (B, S)
-        ins = [x, *hs]  # ins[i]: the input of layer i; ins[-1]: of the output layer
         grads: dict[str, Tensor] = {
             "out.weight": g.unsqueeze(1) @ ins[-1],  # (B, 1, H)
             "out.bias": g.sum(1, keepdim=True),  # (B, 1)

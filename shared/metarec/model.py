@@ -159,7 +159,21 @@ class RecModel(nn.Module):
             z = _linear(self.first_input(u, it, c) if x is None else x, w0, b0)
         else:  # rows share their user's u and c, whose part is computed once per user
             z = _linear(it, w0[..., d:2 * d]) + (_linear(u, w0[..., :d]) + _linear(c, w0[..., 2 * d:], b0))
+        if not self.layers:  # no decision layers: the first layer was the output layer
+            return [], z.squeeze(-1)
+        h1 = F.relu(z, inplace=True)  # z is a fresh tensor: spare an allocation
+        hs, out = self.mlp_from(w, h1, 1)
+        return [h1, *hs], out
+
+    def mlp_from(self, w: Mapping[str, Tensor], h: Tensor, start: int) -> tuple[list[Tensor], Tensor]:
+        """The layers from ``layers.{start}`` on (``start == len(layers)``: the output layer alone),
+        on ``h``, the input of layer ``start`` (the ReLU output of layer ``start - 1``): the tail of
+        :meth:`mlp`, which adaptation runs alone when the layers below ``start`` are not adapted
+        (their output is then the same every step). Returns the ReLU outputs of layers
+        ``start..`` and the output layer's value ``(..., R)``."""
+        names = [*(f"layers.{i}" for i in range(start, len(self.layers))), "out"]
         hs: list[Tensor] = []
+        z = _linear(h, w[f"{names[0]}.weight"], w[f"{names[0]}.bias"])
         for name in names[1:]:
             hs.append(F.relu(z, inplace=True))  # z is a fresh tensor: spare an allocation
             z = _linear(hs[-1], w[f"{name}.weight"], w[f"{name}.bias"])

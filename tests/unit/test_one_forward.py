@@ -171,6 +171,26 @@ def test_explicit_adaptation_equals_vmap_on_its_fast_path(cfg: dict, adapt_names
     assert torch.equal(got["out.weight"][2], init["out.weight"].detach())  # the user with no events: the init
 
 
+@pytest.mark.parametrize("loss", ["mse", "l1", "huber"])
+@pytest.mark.parametrize("adapt_names", ADAPT_SETS, ids="+".join)
+def test_explicit_fine_tuning_of_other_layers_and_loss_equals_vmap(adapt_names: tuple[str, ...], loss: str,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fine-tuning (the evaluation's baseline) names its own layers (``fast0``) and loss: the
+    explicit path follows both, and runs the layers below the adapted ones once."""
+    model = make_model(mode="rating", rating_loss="mse", bias=True, item_attrs=3)  # the model adapts layers+out
+    sup = make_support(model)
+    fast0 = {n: p for n, p in model.named_parameters() if n.startswith(adapt_names)}
+    with torch.no_grad():
+        ref = adapt(model, sup, 3, 0.3, fast0=fast0, loss=loss)
+    monkeypatch.setattr(fastadapt, "adapt", lambda *a, **k: (_ for _ in ()).throw(AssertionError("fell back")))
+    with torch.no_grad():
+        got = adapt_explicit(model, sup, 3, 0.3, fast0=fast0, loss=loss)
+    assert set(got) == set(ref) == set(fast0)
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], atol=TOL, rtol=0)
+    assert (got["out.weight"][0] - fast0["out.weight"]).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("adapt_names", [("user_bias", "out"), ("item_emb", "layers")])
 def test_adapted_embeddings_fall_back_and_are_refused_by_the_batched_scorers(adapt_names: tuple[str, ...]) -> None:
     model = make_model(bias=True, item_attrs=3, adapt=adapt_names)

@@ -90,3 +90,33 @@ def test_best_json_records_the_budget_the_evaluation_ran_with() -> None:
     metrics = {"chosen": {"val_mae_final_length": {"MAML": 0.7}, "meta": {"maml": {"inner_steps": 3}}},
                "rows": [], "protocol": "melu", "dataset": "x", "seed": 0, "seeds": [0], "plan": {}, "net": net}
     assert best_config(metrics, "d", "simulated")["net"] == net
+
+
+@pytest.mark.parametrize("cap", ["out", "last+out", "layers+out"])
+def test_the_search_adapts_no_more_layers_than_the_cap(cap: str) -> None:
+    from metarec.evaluate.methods import Plan
+    from metarec.evaluate.models import ADAPT, Net
+    from metarec.evaluate.search import first_meta_trials, meta_space
+
+    allowed = Net(max_adapt=cap).adapts()
+    assert allowed[-1] == cap and allowed == list(ADAPT)[:len(allowed)]
+    first = first_meta_trials(Plan(10, 5, 2, 1).early_stopped(), 20, cap)
+    assert first and {t["adapt"] for t in first} == {cap}  # the enqueued trials adapt the most allowed
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(30):
+        trial = study.ask()
+        seen.add(meta_space(trial, 20, tuple(allowed))["adapt"])
+        study.tell(trial, 0.0)
+    assert seen == set(allowed)
+
+
+def test_a_bad_layer_cap_is_a_one_line_error(tmp_path: Path) -> None:
+    from metarec.evaluate.command import run_evaluation
+    from metarec.evaluate.models import Net
+
+    log = tmp_path / "sim.jsonl"
+    log.write_text("")
+    with pytest.raises(ValueError, match="--max-adapt-layers must be one of out, last\\+out, layers\\+out"):
+        run_evaluation("melu", log, "simulated", tmp_path / "out", 1.0, 0, net=Net(max_adapt="layers"))
+    assert not (tmp_path / "out").exists()

@@ -29,7 +29,8 @@ class CrossOptions:
 
 
 def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float,
-                    cross: CrossOptions = CrossOptions(), buffer: int = 1, max_steps: int = 1) -> None:
+                    cross: CrossOptions = CrossOptions(), buffer: int = 1, max_steps: int = 1,
+                    max_adapt: str = "layers+out") -> None:
     """One readable error (ValueError; DataError for a missing path) for a bad argument, before
     anything heavy is imported or read."""
     from metarec.data.eventlog import DataError
@@ -51,6 +52,11 @@ def check_arguments(protocol: str, data: Path, fmt: str, budget_minutes: float,
         raise ValueError(f"--budget-minutes must be positive, got {budget_minutes}")
     if not data.exists():
         raise DataError(f"{data}: no such file or folder")
+    if max_adapt != "layers+out":  # the default needs no check (and no torch import)
+        from metarec.evaluate.models import ADAPT
+
+        if max_adapt not in ADAPT:
+            raise ValueError(f"--max-adapt-layers must be one of {', '.join(ADAPT)}, got {max_adapt!r}")
 
 
 def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minutes: float, seed: int,
@@ -60,7 +66,7 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
     returns the result. ``net`` (:class:`metarec.evaluate.models.Net`): the melu network and serving
     budget (buffer, test-time steps), the defaults when None."""
     check_arguments(protocol, data, fmt, budget_minutes, cross,
-                    *((net.buffer, net.max_steps) if net is not None else ()))
+                    *((net.buffer, net.max_steps, net.max_adapt) if net is not None else ()))
     if protocol == "cross-domain":
         return _cross_domain(data, fmt, cross, out, seed, repeats or 3, on_progress)
     import torch
@@ -82,7 +88,8 @@ def run_evaluation(protocol: str, data: Path, fmt: str, out: Path, budget_minute
                                    pretrain=pretrain).early_stopped()
         result = melu.run(r, seed, plan, tick, net)
         notes.append(f"serving budget: {result['net']['buffer']}-event buffer, "
-                     f"at most {result['net']['max_steps']} adaptation steps")
+                     f"at most {result['net']['max_steps']} adaptation steps, "
+                     f"adapting at most {result['net'].get('max_adapt', 'layers+out')}")
         result["margins"] = [report.margin(result["rows"], s, "mae") for s in ("new_users", "warm")]
         result["support_margins"] = [report.margin(result["support_rows"], str(k), "mae")
                                      for k in melu.SUPPORT_SIZES]
@@ -165,16 +172,19 @@ def evaluate(
         help="melu: a user's events any method sees at most (the worker's buffer).")] = 100,
     max_adapt_steps: Annotated[int, typer.Option(
         help="melu: a meta-learner's test-time adaptation steps at most (the serving cost).")] = 20,
+    max_adapt_layers: Annotated[str, typer.Option(
+        help="melu: the most a meta-learner adapts: out | last+out | layers+out (fewer layers: "
+             "cheaper steps).")] = "layers+out",
 ) -> None:
     """Compare meta-learned adaptation with the baselines on one protocol; write a report."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     cross = CrossOptions(source, target, held_out)
-    check_arguments(protocol, data, fmt, budget_minutes, cross, buffer, max_adapt_steps)
+    check_arguments(protocol, data, fmt, budget_minutes, cross, buffer, max_adapt_steps, max_adapt_layers)
     from metarec.evaluate.models import Net
 
-    net = Net(buffer=buffer, max_steps=max_adapt_steps)
+    net = Net(buffer=buffer, max_steps=max_adapt_steps, max_adapt=max_adapt_layers)
     console = Console(stderr=True)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as prog:
         task = prog.add_task(f"{protocol}: loading {data}", total=None)

@@ -167,8 +167,10 @@ class Melu:
         # and out (the plain configuration), and mse inside, huber outside (adapt with squared error,
         # meta-learn for a robust, MAE-like query loss); for `global`: mse and huber (and the
         # fine-tuning grid chooses its own loss, the counterpart of the inner/outer split)
-        first_meta = first_meta_trials(plan, self.net.max_steps)
-        space = with_init(with_loss(with_loss(functools.partial(meta_space, max_steps=self.net.max_steps)),
+        adapts = self.net.adapts()
+        first_meta = first_meta_trials(plan, self.net.max_steps, adapts[-1])
+        space = with_init(with_loss(with_loss(functools.partial(meta_space, max_steps=self.net.max_steps,
+                                                                adapts=tuple(adapts))),
                                     name="outer_loss"), plan)
         meta = run_study(space, meta_objective, plan.trials, t_budget, self.seed, first_meta,
                          on_trial=lambda k, v: self.tick(f"search meta  trial {k}  val MAE {v:.4f}"))

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from metarec.adapt import Support, adapt, predict_rows
+from metarec.adapt import Support, predict_rows
 from metarec.averaging import WeightAverage
 from metarec.evaluate.data import CONTEXT_BUCKETS, ITEM_ATTRS, MAX_CONTEXT, Ratings
+from metarec.fastadapt import adapt_explicit
 from metarec.model import ModelConfig, RecModel, loss_fn
 from metarec.stopping import EarlyStopping
 
@@ -39,6 +40,16 @@ class Net:
     # served cost is ``--buffer 64 --max-adapt-steps 5`` (measured on ML-100K: docs/evaluation.md)
     buffer: int = 100  # support events per user at most
     max_steps: int = 20  # test-time adaptation steps at most
+    # the most a meta-learner adapts (a key of ADAPT, each adapting more than the one before): a
+    # lower cap makes every adaptation step cheaper (the layers below the adapted ones run once)
+    max_adapt: str = "layers+out"
+
+    def adapts(self) -> list[str]:
+        """The adapted-layer choices within ``max_adapt`` (the meta search's), fewest layers first."""
+        keys = list(ADAPT)
+        if self.max_adapt not in ADAPT:
+            raise ValueError(f"--max-adapt-layers must be one of {', '.join(keys)}, got {self.max_adapt!r}")
+        return keys[:keys.index(self.max_adapt) + 1]
 
 
 def make_model(r: Ratings, n_users: int, mode: str, adapt_layers: str, inner_steps: int, inner_lr: float,
@@ -144,7 +155,7 @@ def predict_adapted(model: RecModel, sup: Support, qry: Support, steps: int,
     with torch.no_grad():
         for a in range(0, len(sup), chunk):
             s = Support(*(t[a:a + chunk] for t in (sup.users, sup.items, sup.ctx, sup.y, sup.mask)))
-            fast = adapt(model, s, steps, lr, fast0=fast0, loss=loss)
+            fast = adapt_explicit(model, s, steps, lr, fast0=fast0, loss=loss)  # the serving path
             q = slice(a, a + chunk)
             logits = predict_rows(model, fast, qry.users[q], qry.items[q], qry.ctx[q])
             out.append(model.predict(logits).numpy())

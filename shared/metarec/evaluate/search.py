@@ -49,15 +49,16 @@ def inner_steps_upto(max_steps: int) -> list[int]:
     return [s for s in INNER_STEPS if s <= max_steps] or [INNER_STEPS[0]]
 
 
-def meta_space(trial: optuna.Trial, max_steps: int = max(INNER_STEPS)) -> dict[str, Any]:
+def meta_space(trial: optuna.Trial, max_steps: int = max(INNER_STEPS),
+               adapts: tuple[str, ...] = tuple(ADAPT)) -> dict[str, Any]:
     """Meta-learning: algorithm, inner learning rate and steps (at most ``max_steps``), adapted
-    layers, outer learning rate, and the weight of the un-adapted initialization's loss in the
-    outer objective (0 = plain MAML)."""
+    layers (one of ``adapts``), outer learning rate, and the weight of the un-adapted
+    initialization's loss in the outer objective (0 = plain MAML)."""
     return {
         "algorithm": trial.suggest_categorical("algorithm", list(META_ALGORITHMS)),
         "inner_lr": trial.suggest_float("inner_lr", 1e-3, 1.0, log=True),
         "inner_steps": trial.suggest_categorical("inner_steps", inner_steps_upto(max_steps)),
-        "adapt": trial.suggest_categorical("adapt", list(ADAPT)),
+        "adapt": trial.suggest_categorical("adapt", list(adapts)),
         "outer_lr": trial.suggest_float("outer_lr", 5e-4, 1e-2, log=True),
         "init_loss_weight": trial.suggest_categorical("init_loss_weight", list(INIT_LOSS_WEIGHTS)),
     }
@@ -98,20 +99,20 @@ def pretrained(params: dict[str, Any], plan: Any) -> bool:
     return str(params.get("init", "global" if plan.pretrain else "scratch")) == "global"
 
 
-def first_meta_trials(plan: Any, max_steps: int = max(INNER_STEPS)) -> list[dict[str, Any]]:
+def first_meta_trials(plan: Any, max_steps: int = max(INNER_STEPS), adapt: str = "layers+out") -> list[dict[str, Any]]:
     """The meta trials enqueued before TPE, so a small budget still covers every algorithm.
 
     With early stopping (the melu default): every algorithm meta-tuned from the global model with
     MSE inside and huber outside (the ML-1M validation users preferred a huber outer loss and the
     global start: docs/evaluation.md), Meta-SGD with 5 inner steps; then the same from scratch.
     Without: today's order, mse inside and out first, then a huber outer loss. Inner steps above
-    ``max_steps`` become the most that fit."""
+    ``max_steps`` become the most that fit; each adapts ``adapt`` (the most the serving budget allows)."""
     from metarec.evaluate.methods import algorithm_params
 
     fit = inner_steps_upto(max_steps)
 
     def params(a: str, **more: Any) -> dict[str, Any]:
-        p = {**algorithm_params(None, a), **more}
+        p = {**algorithm_params(None, a), "adapt": adapt, **more}
         return {**p, "inner_steps": max([s for s in fit if s <= p["inner_steps"]], default=fit[0])}
 
     if plan.epochs <= 0:
